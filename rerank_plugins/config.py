@@ -1,0 +1,219 @@
+"""The one configuration object shared by the scorer, both adapters and the CLI.
+
+A :class:`RerankConfig` can be built in code, from a mapping, from a TOML / YAML /
+JSON file (parsed without code execution) or from ``RERANK_PLUGINS_*`` environment
+variables.
+
+Example:
+    >>> cfg = RerankConfig(top_n=3, score_threshold=0.2)
+    >>> cfg.top_n, cfg.activation
+    (3, 'sigmoid')
+    >>> RerankConfig.from_env({"RERANK_PLUGINS_TOP_N": "4", "RERANK_PLUGINS_DEVICE": "cpu"}).top_n
+    4
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rerank_plugins.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "RerankConfig"]
+
+ENV_PREFIX = "RERANK_PLUGINS_"
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class RerankConfig(BaseModel):
+    """Settings of a rerank step: which model, how it runs, what is kept."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model: str | None = Field(
+        default=None,
+        description="Hugging Face model id or local directory of a cross-encoder. "
+        "None selects the model shipped with the package (rerank_plugins.default_model_path()).",
+    )
+    device: str = Field(
+        default="auto",
+        description="'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'.",
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto",
+        description="Weights dtype. 'auto' is float32 on CPU (half precision is slower there) and float16 on CUDA.",
+    )
+    batch_size: int = Field(default=32, gt=0, le=4096, description="Pairs per forward pass.")
+    max_length: int = Field(
+        default=512,
+        ge=16,
+        le=8192,
+        description="Token budget of one (query, passage) pair. The query is never cut; "
+        "a passage cut to fit is flagged in its metadata.",
+    )
+    activation: Literal["sigmoid", "raw"] = Field(
+        default="sigmoid",
+        description="'sigmoid' maps logits to 0..1 (ordered like the logits, not calibrated); "
+        "'raw' returns the logits.",
+    )
+    top_n: int | None = Field(default=5, ge=1, description="Keep at most this many candidates (None: keep all).")
+    score_threshold: float | None = Field(
+        default=None,
+        description="Drop candidates scoring below this, before the top_n cut. "
+        "With activation='sigmoid' it must lie in [0, 1].",
+    )
+    min_keep: int = Field(
+        default=0,
+        ge=0,
+        description="Keep at least this many candidates even when they fall below score_threshold.",
+    )
+    max_candidates: int | None = Field(
+        default=200,
+        ge=1,
+        description="Score at most this many candidates, taken in first-stage order; the rest are "
+        "dropped with a logged warning (None: no cap).",
+    )
+    dedupe_by_content: bool = Field(
+        default=True,
+        description="Also treat candidates with different ids but identical text as duplicates "
+        "(ids alone are compared when False; candidates without an id are always compared by text).",
+    )
+    text: Literal["content", "content_with_metadata"] = Field(
+        default="content",
+        description="Text to score: the passage only, or the passage preceded by the metadata "
+        "fields named in metadata_keys (they eat into the token budget).",
+    )
+    metadata_keys: tuple[str, ...] = Field(
+        default=(),
+        description="Metadata fields written as 'key: value' lines before the passage when "
+        "text='content_with_metadata' (empty: LlamaIndex's embed view / all string fields).",
+    )
+    trust_remote_code: bool = Field(
+        default=False,
+        description="Allow a model repository to run its own Python code. Off by default.",
+    )
+    allow_download: bool = Field(
+        default=False,
+        description="Allow fetching a model id from the Hugging Face Hub. Off by default: only "
+        "local paths and models already in the local cache load, and nothing hangs offline.",
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError(f"unknown device {value!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        return value
+
+    @field_validator("metadata_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(k.strip() for k in value.split(",") if k.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> RerankConfig:
+        t = self.score_threshold
+        if t is not None and self.activation == "sigmoid" and not 0.0 <= t <= 1.0:
+            raise ValueError(
+                f"score_threshold={t} is outside [0, 1], the range of sigmoid scores; "
+                "use a value in [0, 1] or set activation='raw' for a logit threshold"
+            )
+        if self.top_n is not None and self.min_keep > self.top_n:
+            raise ValueError(f"min_keep={self.min_keep} exceeds top_n={self.top_n}; lower min_keep or raise top_n")
+        return self
+
+    # ------------------------------------------------------------------ loaders
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> RerankConfig:
+        """Build from a mapping; a ``rerank`` or ``rerank_plugins`` sub-table is accepted too."""
+        for key in ("rerank_plugins", "rerank"):
+            inner = data.get(key)
+            if isinstance(inner, Mapping) and len(data) == 1:
+                data = inner
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc)) from exc
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RerankConfig:
+        """Read a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file (safe parsers only)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist")
+        suffix = path.suffix.lower()
+        raw = path.read_text(encoding="utf-8")
+        try:
+            if suffix == ".toml":
+                if sys.version_info >= (3, 11):
+                    import tomllib
+                else:  # pragma: no cover - exercised on Python 3.10 only
+                    import tomli as tomllib
+                data: Any = tomllib.loads(raw)
+            elif suffix in {".yaml", ".yml"}:
+                import yaml
+
+                data = yaml.safe_load(raw) or {}
+            elif suffix == ".json":
+                data = json.loads(raw)
+            else:
+                raise ConfigError(f"Unsupported config file type {suffix!r} ({path}); use .toml, .yaml, .yml or .json")
+        except ConfigError:
+            raise
+        except Exception as exc:  # each parser has its own error type
+            raise ConfigError(f"Could not parse {path}: {exc}") from exc
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path} must hold a table of settings, got {type(data).__name__}")
+        return cls.from_mapping(data)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, base: RerankConfig | None = None) -> RerankConfig:
+        """Settings from ``RERANK_PLUGINS_<FIELD>`` variables over ``base`` (or the defaults).
+
+        ``none``/``null`` or an empty value means None; other values are parsed by pydantic.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = base.model_dump(exclude_unset=True) if base else {}
+        for key, raw in environ.items():
+            if not key.startswith(ENV_PREFIX):
+                continue
+            name = key[len(ENV_PREFIX) :].lower()
+            if name not in cls.model_fields:
+                raise ConfigError(
+                    f"Unknown environment variable {key}; known: "
+                    + ", ".join(ENV_PREFIX + f.upper() for f in cls.model_fields)
+                )
+            values[name] = None if raw.strip().lower() in {"", "none", "null"} else raw
+        return cls.from_mapping(values)
+
+    def merged(self, **overrides: Any) -> RerankConfig:
+        """A copy with ``overrides`` applied and validated again."""
+        return self.from_mapping({**self.model_dump(exclude_unset=True), **overrides})
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+    return "Invalid rerank configuration: " + "; ".join(parts)
+
+
+def config_reference_markdown() -> str:
+    """The configuration reference table of the README, generated from :class:`RerankConfig`."""
+    rows = ["| field | env variable | default | description |", "| --- | --- | --- | --- |"]
+    for name, f in RerankConfig.model_fields.items():
+        default = f.default if f.default_factory is None else f.default_factory()  # type: ignore[call-arg]
+        rows.append(
+            f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | `{default!r}` | {(f.description or '').replace('|', '/')} |"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,281 @@
+"""The rerank pipeline both adapters share.
+
+candidates (one or several first-stage lists) -> merge and drop duplicates -> cap
+-> score -> stable sort -> threshold -> top-n.
+
+Every input candidate ends up either in :attr:`RerankResult.items` or in
+:attr:`RerankResult.dropped` with the reason, and the caller's objects are never
+touched: adapters build new framework objects from the result.
+
+Example:
+    >>> from rerank_plugins.scoring.base import PairNote, Scorer, ScoredPairs
+    >>> class Overlap(Scorer):
+    ...     def score_detailed(self, pairs):
+    ...         s = [float(len(set(q.split()) & set(p.split()))) for q, p in pairs]
+    ...         return ScoredPairs(s, [PairNote()] * len(s))
+    >>> cands = [Candidate("a", "red apples"), Candidate("b", "green apples are sour"),
+    ...          Candidate("a", "red apples")]
+    >>> result = rerank_candidates("are green apples sour", cands, Overlap(), RerankConfig(top_n=1))
+    >>> [(r.candidate.id, r.score) for r in result.items]
+    [('b', 4.0)]
+    >>> sorted(reason for _, reason in result.dropped)
+    ['duplicate', 'top_n']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from rerank_plugins.config import RerankConfig
+from rerank_plugins.errors import RerankInputError
+from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_scores
+
+__all__ = [
+    "Candidate",
+    "RankedCandidate",
+    "RerankResult",
+    "arerank_candidates",
+    "merge_candidates",
+    "rerank_candidates",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One first-stage candidate.
+
+    Attributes:
+        id: Stable identifier (document or node id), or None to dedupe by content.
+        text: The text the scorer reads.
+        item: The caller's original object (a Document, a NodeWithScore...), untouched.
+        first_stage_score: The retriever's score, if any (never used for ordering
+            across retrievers: scales differ).
+        sources: Names of the retrievers that returned it.
+    """
+
+    id: str | None
+    text: str
+    item: Any = None
+    first_stage_score: float | None = None
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RankedCandidate:
+    """A kept candidate with its relevance score.
+
+    Attributes:
+        candidate: The (merged) candidate.
+        score: Relevance score from the scorer (after the configured activation).
+        rank: 1-based position in the reranked output.
+        first_stage_rank: 1-based position in first-stage order (after merging).
+        note: How the pair was scored (whole, truncated, windowed).
+    """
+
+    candidate: Candidate
+    score: float
+    rank: int
+    first_stage_rank: int
+    note: PairNote = field(default_factory=PairNote)
+
+
+@dataclass
+class RerankResult:
+    """What the pipeline returns: kept items, dropped candidates with reasons, counts."""
+
+    query: str
+    items: list[RankedCandidate]
+    dropped: list[tuple[Candidate, str]]
+    received: int
+    scored: int
+    seconds: float
+    scorer_name: str
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many candidates were received, scored, kept and dropped for each reason."""
+        out = {"received": self.received, "scored": self.scored, "kept": len(self.items)}
+        for _, reason in self.dropped:
+            out[f"dropped_{reason}"] = out.get(f"dropped_{reason}", 0) + 1
+        return out
+
+
+def _content_key(text: str) -> str:
+    return "sha1:" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _check_candidate(c: Any, position: int) -> Candidate:
+    if not isinstance(c, Candidate):
+        raise RerankInputError(f"Candidate #{position} is a {type(c).__name__}, expected rerank_plugins.Candidate")
+    if isinstance(c.text, bytes | bytearray):
+        raise RerankInputError(
+            f"Candidate #{position} (id={c.id!r}) has bytes content; decode it to str first (e.g. data.decode('utf-8'))"
+        )
+    if not isinstance(c.text, str):
+        raise RerankInputError(
+            f"Candidate #{position} (id={c.id!r}) has content of type {type(c.text).__name__}; "
+            "the text to score must be a str"
+        )
+    if c.id is not None and not isinstance(c.id, str):
+        return replace(c, id=str(c.id))
+    return c
+
+
+def merge_candidates(
+    lists: Sequence[Sequence[Candidate]],
+    *,
+    by_content: bool = True,
+) -> tuple[list[Candidate], list[tuple[Candidate, str]]]:
+    """Merge first-stage lists into one, dropping duplicates.
+
+    First-stage order interleaves the lists by rank (rank 1 of every list, then
+    rank 2...), list order breaking ties. Two candidates are duplicates when they
+    share an id, or, when either has no id (or ``by_content`` is set), the same
+    text. The first occurrence is kept with the best first-stage score of all
+    copies and the union of their sources; later copies are returned as dropped.
+    Two candidates with the same id but different texts are *not* duplicates:
+    both are kept (and a warning is logged), since dropping one would lose content.
+
+    Returns:
+        (merged candidates in first-stage order, [(dropped copy, "duplicate")]).
+    """
+    order: list[tuple[int, int, Candidate]] = []
+    for li, cands in enumerate(lists):
+        for rank, c in enumerate(cands):
+            order.append((rank, li, _check_candidate(c, rank)))
+    order.sort(key=lambda t: (t[0], t[1]))
+    kept: list[Candidate] = []
+    by_id: dict[str, int] = {}
+    by_text: dict[str, int] = {}
+    dropped: list[tuple[Candidate, str]] = []
+    for _, _, c in order:
+        text_key = _content_key(c.text)
+        target: int | None = None
+        if c.id is not None and c.id in by_id:
+            if kept[by_id[c.id]].text == c.text:
+                target = by_id[c.id]
+            else:
+                logger.warning("candidates share id %r but differ in text; keeping both", c.id)
+        if target is None and (c.id is None or by_content):
+            target = by_text.get(text_key)
+        if target is None:
+            if c.id is not None:
+                by_id.setdefault(c.id, len(kept))
+            by_text.setdefault(text_key, len(kept))
+            kept.append(c)
+            continue
+        first = kept[target]
+        scores = [s for s in (first.first_stage_score, c.first_stage_score) if s is not None]
+        sources = first.sources + tuple(s for s in c.sources if s not in first.sources)
+        kept[target] = replace(first, first_stage_score=max(scores) if scores else None, sources=sources)
+        dropped.append((c, "duplicate"))
+    return kept, dropped
+
+
+@dataclass
+class _Prepared:
+    query: str
+    received: int
+    pool: list[Candidate]
+    dropped: list[tuple[Candidate, str]]
+    started: float
+
+
+def _prepare(
+    query: Any, candidates: Sequence[Candidate] | Sequence[Sequence[Candidate]], config: RerankConfig
+) -> _Prepared:
+    started = time.perf_counter()
+    if isinstance(query, bytes | bytearray):
+        raise RerankInputError("The query is bytes; decode it to str first (e.g. query.decode('utf-8'))")
+    if not isinstance(query, str):
+        raise RerankInputError(f"The query must be a str, got {type(query).__name__}")
+    if not query.strip():
+        raise RerankInputError("The query is empty or whitespace only; pass the user's question as a non-empty string")
+    if isinstance(candidates, str | bytes):
+        raise RerankInputError("Candidates must be a sequence of Candidate objects, not a single string")
+    items: list[Any] = list(candidates)
+    lists: list[Sequence[Candidate]]
+    if items and all(isinstance(x, Sequence) and not isinstance(x, str | bytes) for x in items):
+        lists = items  # several first-stage lists
+    else:
+        lists = [items]
+    received = sum(len(x) for x in lists)
+    pool, dropped = merge_candidates(lists, by_content=config.dedupe_by_content)
+    cap = config.max_candidates
+    if cap is not None and len(pool) > cap:
+        logger.warning(
+            "%d candidates exceed max_candidates=%d; scoring the first %d in first-stage order and dropping %d",
+            len(pool),
+            cap,
+            cap,
+            len(pool) - cap,
+        )
+        dropped += [(c, "max_candidates") for c in pool[cap:]]
+        pool = pool[:cap]
+    return _Prepared(query, received, pool, dropped, started)
+
+
+def _finish(prep: _Prepared, scored: ScoredPairs, config: RerankConfig, scorer_name: str) -> RerankResult:
+    n = len(prep.pool)
+    scores = check_scores(scored.scores, n, scorer_name)
+    notes = list(scored.notes) if len(scored.notes) == n else [PairNote()] * n
+    # Stable sort on the score alone: ties keep first-stage order.
+    order = sorted(range(n), key=lambda i: -scores[i])
+    dropped = list(prep.dropped)
+    keep = order
+    if config.score_threshold is not None:
+        passing = [i for i in order if scores[i] >= config.score_threshold]
+        if len(passing) < config.min_keep:
+            rest = [i for i in order if scores[i] < config.score_threshold]
+            passing = passing + rest[: config.min_keep - len(passing)]
+        kept = set(passing)
+        dropped += [(prep.pool[i], "score_threshold") for i in order if i not in kept]
+        keep = [i for i in order if i in kept]
+    if config.top_n is not None and len(keep) > config.top_n:
+        dropped += [(prep.pool[i], "top_n") for i in keep[config.top_n :]]
+        keep = keep[: config.top_n]
+    items = [RankedCandidate(prep.pool[i], scores[i], rank + 1, i + 1, notes[i]) for rank, i in enumerate(keep)]
+    truncated = sum(1 for x in notes if x.how == "truncated")
+    if truncated:
+        logger.info("%d of %d passages were truncated to fit max_length=%d", truncated, n, config.max_length)
+    return RerankResult(prep.query, items, dropped, prep.received, n, time.perf_counter() - prep.started, scorer_name)
+
+
+def rerank_candidates(
+    query: str,
+    candidates: Sequence[Candidate] | Sequence[Sequence[Candidate]],
+    scorer: Scorer,
+    config: RerankConfig | None = None,
+) -> RerankResult:
+    """Rerank ``candidates`` (one list, or several first-stage lists to merge) for ``query``.
+
+    Raises:
+        RerankInputError: empty query, non-string content, bytes.
+        ScorerOutputError: the scorer returned the wrong number of scores or non-finite ones.
+    """
+    config = config or RerankConfig()
+    prep = _prepare(query, candidates, config)
+    pairs = [(prep.query, c.text) for c in prep.pool]
+    scored = scorer.score_detailed(pairs) if pairs else ScoredPairs([], [])
+    return _finish(prep, scored, config, scorer.name)
+
+
+async def arerank_candidates(
+    query: str,
+    candidates: Sequence[Candidate] | Sequence[Sequence[Candidate]],
+    scorer: Scorer,
+    config: RerankConfig | None = None,
+) -> RerankResult:
+    """Async :func:`rerank_candidates`: scoring runs off the event loop."""
+    config = config or RerankConfig()
+    prep = _prepare(query, candidates, config)
+    pairs = [(prep.query, c.text) for c in prep.pool]
+    scored = await scorer.ascore_detailed(pairs) if pairs else ScoredPairs([], [])
+    return _finish(prep, scored, config, scorer.name)

@@ -1,0 +1,100 @@
+"""The scorer contract every backend implements.
+
+A scorer turns (query, passage) pairs into one finite float per pair, in input
+order; an empty batch gives an empty list. Sorting, ties, dedupe, thresholds and
+top-k are not its business: they happen once, in :mod:`rerank_plugins.pipeline`.
+
+Besides the scores a backend reports *how* each pair was scored (whole, truncated
+with the number of tokens dropped, or windowed), so nothing is cut silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from rerank_plugins.errors import ScorerOutputError
+
+__all__ = ["PairNote", "Scorer", "ScoredPairs", "check_scores"]
+
+
+@dataclass(frozen=True)
+class PairNote:
+    """How one pair was scored.
+
+    Attributes:
+        how: ``"whole"`` (fit in the budget), ``"truncated"`` or ``"windowed"``.
+        dropped_tokens: Passage tokens cut off to fit (``"truncated"`` only).
+        windows: Number of windows scored (``"windowed"`` only, else 1).
+    """
+
+    how: Literal["whole", "truncated", "windowed"] = "whole"
+    dropped_tokens: int = 0
+    windows: int = 1
+
+
+@dataclass(frozen=True)
+class ScoredPairs:
+    """Scores in input order, with one :class:`PairNote` per pair."""
+
+    scores: list[float]
+    notes: list[PairNote]
+
+
+def check_scores(scores: Sequence[float], expected: int, scorer_name: str) -> list[float]:
+    """Return ``scores`` as floats, or raise :class:`ScorerOutputError` if the contract is broken."""
+    if len(scores) != expected:
+        raise ScorerOutputError(
+            f"Scorer {scorer_name!r} returned {len(scores)} scores for {expected} pairs; "
+            "a scorer must return exactly one score per pair"
+        )
+    out = [float(s) for s in scores]
+    bad = [i for i, s in enumerate(out) if not math.isfinite(s)]
+    if bad:
+        raise ScorerOutputError(
+            f"Scorer {scorer_name!r} returned non-finite scores (NaN or inf) at positions {bad[:10]}; "
+            "check the model weights and inputs"
+        )
+    return out
+
+
+class Scorer(ABC):
+    """Base class of scorer backends.
+
+    Subclasses implement :meth:`score_detailed`. :meth:`score` has the signature of
+    LangChain's ``BaseCrossEncoder.score`` so any scorer can be handed to LangChain's
+    own ``CrossEncoderReranker`` as well.
+
+    Example:
+        >>> class LengthScorer(Scorer):
+        ...     name = "length"
+        ...     def score_detailed(self, pairs):
+        ...         return ScoredPairs([float(len(p)) for _, p in pairs], [PairNote()] * len(pairs))
+        >>> LengthScorer().score([("q", "ab"), ("q", "abc")])
+        [2.0, 3.0]
+    """
+
+    #: A human-readable name (model id or path for model-backed scorers).
+    name: str = "scorer"
+
+    @abstractmethod
+    def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
+        """Scores and notes for ``pairs``, in input order."""
+
+    def score(self, text_pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """One float per (query, passage) pair, in input order."""
+        pairs = list(text_pairs)
+        return check_scores(self.score_detailed(pairs).scores, len(pairs), self.name)
+
+    async def ascore_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
+        """:meth:`score_detailed` in a worker thread, so the event loop keeps running."""
+        return await asyncio.to_thread(self.score_detailed, list(pairs))
+
+    async def ascore(self, text_pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Async :meth:`score`."""
+        pairs = list(text_pairs)
+        return check_scores((await self.ascore_detailed(pairs)).scores, len(pairs), self.name)

@@ -1,0 +1,275 @@
+"""Cross-encoder scoring on sentence-transformers ``CrossEncoder``.
+
+The model is loaded once per (model, device, dtype, trust_remote_code) per process
+and shared: :func:`get_scorer` hands every adapter the same object for the same
+settings, and scorers with different batch sizes or lengths still share one copy
+of the weights.
+
+Pairs are tokenized with ``truncation="only_second"``, so the query is never cut;
+a passage that does not fit is cut and reported in its :class:`PairNote`.
+Batches are formed over length-sorted pairs and scores are restored to input
+order. A lock serialises tokenizer and forward calls, because Hugging Face fast
+tokenizers are not thread-safe ("Already borrowed").
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rerank_plugins._extras import require
+from rerank_plugins.config import RerankConfig
+from rerank_plugins.errors import ModelLoadError, RerankInputError
+from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_scores
+
+__all__ = ["CrossEncoderScorer", "clear_model_cache", "get_scorer", "resolve_device", "resolve_model"]
+
+logger = logging.getLogger(__name__)
+
+_MIN_PASSAGE_TOKENS = 8
+_lock = threading.Lock()
+_models: dict[tuple[str, str, str, bool], _LoadedModel] = {}
+_scorers: dict[tuple[Any, ...], CrossEncoderScorer] = {}
+
+
+def resolve_model(model: str | None) -> str:
+    """The model id or path to load: ``model``, or the shipped default when None."""
+    if model is not None:
+        if not isinstance(model, str) or not model.strip():
+            raise ModelLoadError(f"model must be a non-empty Hugging Face id or path, got {model!r}")
+        return model
+    from rerank_plugins.models import default_model_path
+
+    return str(default_model_path())
+
+
+def resolve_device(device: str) -> str:
+    """Map ``"auto"`` to cuda > mps > cpu; check an explicit accelerator is present."""
+    torch = require("torch", "Cross-encoder scoring")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device={device!r} was asked for but CUDA is not available; use device='auto' or 'cpu'")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError("device='mps' was asked for but MPS is not available; use device='auto' or 'cpu'")
+    return device
+
+
+def _resolve_dtype(dtype: str, device: str) -> str:
+    if dtype == "auto":
+        return "float16" if device.startswith("cuda") else "float32"
+    if device == "cpu" and dtype != "float32":
+        logger.warning("dtype=%s on CPU is usually several times slower than float32", dtype)
+    return dtype
+
+
+@dataclass
+class _LoadedModel:
+    """The heavy, shared part: weights, tokenizer and the lock that guards them."""
+
+    name: str
+    device: str
+    dtype: str
+    cross_encoder: Any
+    model: Any
+    tokenizer: Any
+    num_labels: int
+    lock: threading.Lock
+    torch: Any
+
+    @property
+    def special_tokens(self) -> int:
+        return int(self.tokenizer.num_special_tokens_to_add(pair=True))
+
+
+def _load(name: str, device: str, dtype: str, trust_remote_code: bool, allow_download: bool) -> _LoadedModel:
+    torch = require("torch", "Cross-encoder scoring")
+    st = require("sentence_transformers", "Cross-encoder scoring")
+    is_local = Path(name).expanduser().exists()
+    looks_like_path = name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+    if not is_local and looks_like_path:
+        raise ModelLoadError(
+            f"Model directory {name!r} does not exist. Pass an existing local directory "
+            "(with config.json and weights) or a Hugging Face id such as 'cross-encoder/ms-marco-MiniLM-L-6-v2'."
+        )
+    if trust_remote_code:
+        logger.warning("trust_remote_code=True: the model repository %r may run its own Python code", name)
+    try:
+        ce = st.CrossEncoder(
+            str(Path(name).expanduser()) if is_local else name,
+            device=device,
+            trust_remote_code=trust_remote_code,
+            local_files_only=not allow_download,
+            model_kwargs={"dtype": getattr(torch, dtype)},
+        )
+    except Exception as exc:  # every loader failure gets one actionable message
+        if is_local:
+            hint = (
+                "The directory exists but could not be loaded: check it holds config.json, tokenizer files "
+                "and complete weights (model.safetensors), e.g. by saving it again with save_pretrained()."
+            )
+        elif not allow_download:
+            hint = (
+                "It is not a local directory and not in the local Hugging Face cache, and downloads are off. "
+                "Download it once with allow_download=True (or RERANK_PLUGINS_ALLOW_DOWNLOAD=1) where the Hub "
+                "is reachable, or pass the path of a local copy."
+            )
+        else:
+            hint = "Check the id is spelled right and the Hub is reachable, or pass the path of a local copy."
+        raise ModelLoadError(f"Could not load cross-encoder {name!r}: {type(exc).__name__}: {exc}. {hint}") from exc
+    model = ce.transformers_model
+    num_labels = int(getattr(model.config, "num_labels", 1))
+    if num_labels not in (1, 2):
+        raise ModelLoadError(
+            f"Model {name!r} has {num_labels} output labels; a reranker needs 1 (a relevance logit) or 2 "
+            "(not relevant / relevant). Use a cross-encoder trained for relevance."
+        )
+    model.eval()
+    if ce.tokenizer.pad_token is None:
+        ce.tokenizer.pad_token = ce.tokenizer.eos_token or ce.tokenizer.unk_token
+        model.config.pad_token_id = ce.tokenizer.pad_token_id
+    logger.info("loaded cross-encoder %s on %s (%s, %d label(s))", name, device, dtype, num_labels)
+    return _LoadedModel(name, device, dtype, ce, model, ce.tokenizer, num_labels, threading.Lock(), torch)
+
+
+def _shared_model(config: RerankConfig) -> _LoadedModel:
+    name = resolve_model(config.model)
+    device = resolve_device(config.device)
+    dtype = _resolve_dtype(config.dtype, device)
+    key = (name, device, dtype, config.trust_remote_code)
+    with _lock:
+        loaded = _models.get(key)
+        if loaded is None:
+            loaded = _load(name, device, dtype, config.trust_remote_code, config.allow_download)
+            _models[key] = loaded
+        return loaded
+
+
+def clear_model_cache() -> None:
+    """Forget every shared model and scorer (their memory is freed once unused)."""
+    with _lock:
+        _models.clear()
+        _scorers.clear()
+
+
+class CrossEncoderScorer(Scorer):
+    """Scores (query, passage) pairs with a cross-encoder.
+
+    Args:
+        model: Hugging Face id or local path (None: the shipped default model).
+        config: A :class:`RerankConfig`; ``model`` and ``overrides`` take precedence.
+        **overrides: Any :class:`RerankConfig` field (``batch_size``, ``max_length``...).
+
+    Use :func:`get_scorer` to obtain the process-wide shared instance.
+
+    Example:
+        >>> scorer = CrossEncoderScorer("path/to/cross-encoder", device="cpu")  # doctest: +SKIP
+        >>> scorer.score([("what is BM25?", "BM25 is a ranking function.")])  # doctest: +SKIP
+        [0.93]
+    """
+
+    def __init__(self, model: str | None = None, *, config: RerankConfig | None = None, **overrides: Any) -> None:
+        base = config or RerankConfig()
+        if model is not None:
+            overrides["model"] = model
+        self.config = base.merged(**overrides) if overrides else base
+        self._loaded = _shared_model(self.config)
+        self.name = self._loaded.name
+
+    @property
+    def device(self) -> str:
+        """The device the weights live on."""
+        return self._loaded.device
+
+    @property
+    def num_labels(self) -> int:
+        """1 (a relevance logit) or 2 (score = logit[relevant] - logit[not relevant])."""
+        return self._loaded.num_labels
+
+    def _logits_to_scores(self, logits: Any) -> list[float]:
+        torch = self._loaded.torch
+        logits = logits.float()
+        raw = logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
+        if self.config.activation == "sigmoid":
+            raw = torch.sigmoid(raw)
+        return [float(x) for x in raw.tolist()]
+
+    def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
+        """Scores in input order, each with a note saying whether its passage was cut."""
+        pairs = list(pairs)
+        if not pairs:
+            return ScoredPairs([], [])
+        for i, pair in enumerate(pairs):
+            if not (isinstance(pair, tuple | list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+                raise RerankInputError(f"Pair #{i} must be a (query: str, passage: str) tuple, got {pair!r:.80}")
+        lm = self._loaded
+        budget = self.config.max_length
+        with lm.lock:
+            tok = lm.tokenizer
+            queries = sorted({q for q, _ in pairs})
+            q_len = dict(
+                zip(queries, (len(x) for x in tok(queries, add_special_tokens=False)["input_ids"]), strict=True)
+            )
+            p_len = [len(x) for x in tok([p for _, p in pairs], add_special_tokens=False)["input_ids"]]
+            notes: list[PairNote] = []
+            for (q, _), lp in zip(pairs, p_len, strict=True):
+                room = budget - lm.special_tokens - q_len[q]
+                if room < _MIN_PASSAGE_TOKENS:
+                    raise RerankInputError(
+                        f"The query is {q_len[q]} tokens long, which leaves {max(room, 0)} of max_length={budget} "
+                        "tokens for the passage. Shorten the query or raise max_length (the query is never cut)."
+                    )
+                notes.append(PairNote("truncated", lp - room) if lp > room else PairNote())
+            # Longest first, so the first batch shows the peak memory at once.
+            order = sorted(range(len(pairs)), key=lambda i: -(q_len[pairs[i][0]] + p_len[i]))
+            scores: list[float] = [0.0] * len(pairs)
+            torch = lm.torch
+            with torch.inference_mode():
+                for start in range(0, len(order), self.config.batch_size):
+                    idx = order[start : start + self.config.batch_size]
+                    enc = tok(
+                        [pairs[i][0] for i in idx],
+                        [pairs[i][1] for i in idx],
+                        truncation="only_second",
+                        max_length=budget,
+                        padding=True,
+                        return_tensors="pt",
+                    ).to(lm.device)
+                    for i, s in zip(idx, self._logits_to_scores(lm.model(**enc).logits), strict=True):
+                        scores[i] = s
+        return ScoredPairs(check_scores(scores, len(pairs), self.name), notes)
+
+
+def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> CrossEncoderScorer:
+    """The process-wide shared :class:`CrossEncoderScorer` for these settings.
+
+    Two calls with equal settings return the same object; calls that differ only
+    in per-call settings (batch size, length, activation) get distinct scorers
+    over one shared copy of the weights.
+    """
+    cfg = (config or RerankConfig()).merged(**overrides) if overrides else (config or RerankConfig())
+    key = (
+        resolve_model(cfg.model),
+        cfg.device,
+        cfg.dtype,
+        cfg.trust_remote_code,
+        cfg.batch_size,
+        cfg.max_length,
+        cfg.activation,
+    )
+    with _lock:
+        scorer = _scorers.get(key)
+    if scorer is None:
+        created = CrossEncoderScorer(config=cfg)
+        with _lock:
+            scorer = _scorers.setdefault(key, created)
+    return scorer

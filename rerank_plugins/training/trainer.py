@@ -1,0 +1,278 @@
+"""Fine-tune a cross-encoder with hard negatives (plain PyTorch loop on transformers).
+
+Losses:
+
+* ``listwise``: softmax cross-entropy over a group (1 positive + n negatives);
+  the positive must out-score its own negatives. Robust on small data.
+* ``bce``: pointwise binary cross-entropy with ``pos_weight`` on positives.
+
+The encoder and the new head get separate learning rates (a fresh head needs a
+much larger one), with linear warm-up and decay. Every ``eval_every`` steps the
+model is scored on the *dev* candidate lists named in the config (never a test
+split); the best checkpoint is kept in ``<output>/best`` and the latest, with the
+optimizer state, in ``<output>/last`` so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from rerank_plugins._extras import require
+from rerank_plugins.evaluation.datasets import BeirDataset, load_beir
+from rerank_plugins.evaluation.metrics import evaluate
+from rerank_plugins.training.mining import TrainingGroup, mine_from_candidates, mine_from_retriever
+
+__all__ = ["TrainConfig", "build_groups", "train_cross_encoder"]
+
+logger = logging.getLogger(__name__)
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run needs; written next to the model it produces."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_model: str = Field(description="HF id or local path of an encoder or cross-encoder to start from.")
+    output_dir: Path = Field(description="Where best/ and last/ checkpoints are written.")
+    train_datasets: list[Path] = Field(description="BEIR-layout folders; only their 'train' split is read.")
+    dev_datasets: list[Path] = Field(
+        default_factory=list, description="Folders whose 'dev' candidate lists pick the best checkpoint."
+    )
+    loss: Literal["listwise", "bce"] = Field(default="listwise", description="Training objective.")
+    pos_weight: float = Field(default=4.0, gt=0, description="Weight of positives in the BCE loss.")
+    n_hard_negatives: int = Field(default=4, ge=0, description="Hard negatives per group.")
+    n_random_negatives: int = Field(default=3, ge=0, description="Random corpus negatives per group.")
+    skip_top: int = Field(
+        default=4, ge=0, description="First-stage ranks never used as negatives (likely false negatives)."
+    )
+    margin: float = Field(
+        default=0.95, gt=0, description="Skip negatives scoring >= margin x the best positive's first-stage score."
+    )
+    mining_depth: int = Field(default=30, gt=0, description="BM25 depth searched for hard negatives.")
+    max_length: int = Field(default=192, gt=8, description="Token budget of a (query, passage) pair.")
+    groups_per_step: int = Field(default=2, gt=0, description="Groups per optimizer step.")
+    lr: float = Field(default=5e-5, gt=0, description="Encoder learning rate.")
+    head_lr: float = Field(default=1e-3, gt=0, description="Learning rate of the classifier head and pooler.")
+    warmup_steps: int = Field(default=20, ge=0, description="Linear warm-up steps.")
+    epochs: float = Field(default=1.0, gt=0, description="Passes over the training groups (fractions allowed).")
+    max_steps: int | None = Field(default=None, gt=0, description="Stop after this many steps (overrides epochs).")
+    eval_every: int = Field(default=200, gt=0, description="Steps between dev evaluations and checkpoints.")
+    seed: int = Field(default=13, description="Seed of every random choice.")
+    threads: int | None = Field(default=None, gt=0, description="torch intra-op threads (None: torch default).")
+
+
+def _random_negatives(corpus_ids: list[str], exclude: set[str], n: int, rng: random.Random) -> list[str]:
+    out: list[str] = []
+    while len(out) < n and len(corpus_ids) > len(exclude):
+        d = rng.choice(corpus_ids)
+        if d not in exclude and d not in out:
+            out.append(d)
+    return out
+
+
+def build_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, Any]]:
+    """Mine training groups from the train split of every dataset in ``config``."""
+    from rerank_plugins.retrieval.bm25 import BM25Index
+
+    rng = random.Random(config.seed)
+    groups: list[TrainingGroup] = []
+    summary: dict[str, Any] = {}
+    n_neg = config.n_hard_negatives + config.n_random_negatives
+    for path in config.train_datasets:
+        ds = load_beir(path, "train")
+        corpus_ids = list(ds.corpus)
+        before = len(groups)
+        if ds.candidates:
+            for qid, cands in ds.candidates.items():
+                texts = [(ds.doc_text(d), label) for d, label in cands]
+                groups += mine_from_candidates(ds.queries[qid], texts, n_negatives=n_neg, rng=rng, source=ds.name)
+        else:
+            index = BM25Index([ds.doc_text(d) for d in corpus_ids])
+            qids = [q for q in ds.qrels if q in ds.queries]
+            all_hits = index.search_many([ds.queries[q] for q in qids], k=config.mining_depth)
+            for qid, hits in zip(qids, all_hits, strict=True):
+                positives = {d for d, g in ds.qrels[qid].items() if g > 0 and d in ds.corpus}
+                mined = mine_from_retriever(
+                    ds.queries[qid],
+                    positives,
+                    [(corpus_ids[i], s) for i, s in hits],
+                    ds.doc_text,
+                    n_negatives=config.n_hard_negatives,
+                    skip_top=config.skip_top,
+                    margin=config.margin,
+                    rng=rng,
+                    source=ds.name,
+                )
+                for g in mined:
+                    extra = _random_negatives(corpus_ids, positives, config.n_random_negatives, rng)
+                    groups.append(
+                        TrainingGroup(g.query, g.positive, g.negatives + tuple(ds.doc_text(d) for d in extra), g.source)
+                    )
+        summary[ds.name] = {"split": "train", "queries": len(ds.queries), "groups": len(groups) - before}
+    # Groups must all have the same size for the listwise loss: pad short ones with
+    # random negatives from the same dataset's groups (never the group's own positive).
+    by_source: dict[str, list[str]] = {}
+    for g in groups:
+        by_source.setdefault(g.source, []).extend(g.negatives)
+    padded = []
+    for g in groups:
+        negs = list(g.negatives)
+        pool = by_source[g.source]
+        while len(negs) < n_neg:
+            cand = rng.choice(pool)
+            if cand != g.positive:
+                negs.append(cand)
+        padded.append(TrainingGroup(g.query, g.positive, tuple(negs[:n_neg]), g.source))
+    summary["total_groups"] = len(padded)
+    return padded, summary
+
+
+def _batches(groups: list[TrainingGroup], per_step: int, rng: random.Random) -> list[list[TrainingGroup]]:
+    """Batches of groups from one source each (similar lengths), in shuffled order."""
+    by_source: dict[str, list[TrainingGroup]] = {}
+    for g in groups:
+        by_source.setdefault(g.source, []).append(g)
+    batches = []
+    for items in by_source.values():
+        rng.shuffle(items)
+        batches += [items[i : i + per_step] for i in range(0, len(items), per_step)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _dev_score(model: Any, tokenizer: Any, dev: list[BeirDataset], max_length: int, torch: Any) -> dict[str, float]:
+    model.eval()
+    out: dict[str, float] = {}
+    with torch.inference_mode():
+        for ds in dev:
+            run: dict[str, dict[str, float]] = {}
+            for qid, cands in ds.candidates.items():
+                texts = [ds.doc_text(d) for d, _ in cands]
+                scores: list[float] = []
+                for i in range(0, len(texts), 64):
+                    chunk = texts[i : i + 64]
+                    enc = tokenizer(
+                        [ds.queries[qid]] * len(chunk),
+                        chunk,
+                        truncation="only_second",
+                        max_length=max_length,
+                        padding=True,
+                        return_tensors="pt",
+                    )
+                    scores += model(**enc).logits[:, 0].tolist()
+                run[qid] = {d: s for (d, _), s in zip(cands, scores, strict=True)}
+            qrels = {q: {d: label for d, label in c} for q, c in ds.candidates.items()}
+            out[f"{ds.name}/dev map"] = evaluate(qrels, run, ["map"])["map"]
+    model.train()
+    return out
+
+
+def train_cross_encoder(config: TrainConfig) -> Path:
+    """Train and return the directory of the best checkpoint (or the last one without dev data)."""
+    torch = require("torch", "Training")
+    transformers = require("transformers", "Training")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    groups, summary = build_groups(config)
+    if not groups:
+        raise ValueError("No training groups could be mined; check the datasets' train splits.")
+    dev = [load_beir(p, "dev") for p in config.dev_datasets]
+    last = out / "last"
+    state_path = last / "trainer_state.pt"
+    start_from = str(last) if state_path.is_file() else config.base_model
+    tokenizer = transformers.AutoTokenizer.from_pretrained(start_from)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(start_from, num_labels=1)
+    model.train()
+
+    head = [p for n, p in model.named_parameters() if n.startswith(("classifier", "bert.pooler", "pooler"))]
+    head_ids = {id(p) for p in head}
+    body = [p for p in model.parameters() if id(p) not in head_ids]
+    optim = torch.optim.AdamW(
+        [{"params": body, "lr": config.lr}, {"params": head, "lr": config.head_lr}], weight_decay=0.01
+    )
+    random.Random(config.seed)
+    steps_per_epoch = math.ceil(len(groups) / config.groups_per_step)
+    total = config.max_steps or max(1, int(steps_per_epoch * config.epochs))
+
+    def lr_lambda(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / (config.warmup_steps + 1)
+        return max(0.0, (total - step) / max(1, total - config.warmup_steps))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda)
+    step, best, history = 0, -1.0, []
+    if state_path.is_file():
+        state = torch.load(state_path, weights_only=True)
+        optim.load_state_dict(state["optim"])
+        sched.load_state_dict(state["sched"])
+        step, best = int(state["step"]), float(state["best"])
+        logger.info("resuming from %s at step %d", last, step)
+    (out / "train_config.json").write_text(config.model_dump_json(indent=2))
+    (out / "data_summary.json").write_text(json.dumps(summary, indent=2))
+
+    bce = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(config.pos_weight))
+    schedule: list[list[TrainingGroup]] = []
+    epoch = 0
+    while len(schedule) < total:
+        schedule += _batches(groups, config.groups_per_step, random.Random(config.seed + epoch))
+        epoch += 1
+    t0 = time.perf_counter()
+    bar = tqdm(total=total, initial=step, desc="train", disable=None)
+    while step < total:
+        batch = schedule[step]
+        queries, passages = [], []
+        for g in batch:
+            for p in (g.positive, *g.negatives):
+                queries.append(g.query)
+                passages.append(p)
+        enc = tokenizer(
+            queries, passages, truncation="only_second", max_length=config.max_length, padding=True, return_tensors="pt"
+        )
+        logits = model(**enc).logits[:, 0].view(len(batch), -1)
+        if config.loss == "listwise":
+            loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
+        else:
+            target = torch.zeros_like(logits)
+            target[:, 0] = 1.0
+            loss = bce(logits, target)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        sched.step()
+        optim.zero_grad()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % config.eval_every == 0 or step == total:
+            metrics = _dev_score(model, tokenizer, dev, config.max_length, torch) if dev else {}
+            score = sum(metrics.values()) / len(metrics) if metrics else float(step)
+            history.append({"step": step, "seconds": round(time.perf_counter() - t0, 1), **metrics})
+            logger.info("step %d: %s", step, metrics)
+            if score > best:
+                best = score
+                model.save_pretrained(out / "best")
+                tokenizer.save_pretrained(out / "best")
+            model.save_pretrained(last)
+            tokenizer.save_pretrained(last)
+            torch.save(
+                {"optim": optim.state_dict(), "sched": sched.state_dict(), "step": step, "best": best}, state_path
+            )
+            with (out / "history.jsonl").open("a") as fh:
+                fh.write(json.dumps(history[-1]) + "\n")
+    bar.close()
+    logger.info("training finished: %d steps in %.0f s", step, time.perf_counter() - t0)
+    return out / "best" if (out / "best").is_dir() else last

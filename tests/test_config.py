@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from rerank_plugins import ConfigError, RerankConfig
+
+
+def test_defaults() -> None:
+    cfg = RerankConfig()
+    assert (cfg.model, cfg.device, cfg.activation, cfg.top_n, cfg.score_threshold) == (None, "auto", "sigmoid", 5, None)
+    assert cfg.trust_remote_code is False
+    assert cfg.allow_download is False
+
+
+def test_every_field_is_described() -> None:
+    missing = [name for name, f in RerankConfig.model_fields.items() if not f.description]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"top_n": -1}, "top_n"),
+        ({"top_n": 0}, "top_n"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"score_threshold": 3.0}, "outside \\[0, 1\\]"),
+        ({"device": "tpu"}, "unknown device"),
+        ({"min_keep": 4, "top_n": 2}, "min_keep=4 exceeds top_n=2"),
+        ({"activation": "softmax"}, "activation"),
+        ({"unknown": 1}, "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_values_are_rejected(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        RerankConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_raw_activation_allows_logit_thresholds() -> None:
+    assert RerankConfig(activation="raw", score_threshold=-2.5).score_threshold == -2.5
+
+
+def test_devices_accepted() -> None:
+    for device in ("auto", "cpu", "cuda", "cuda:1", "mps"):
+        assert RerankConfig(device=device).device == device
+
+
+def test_from_toml_yaml_json_and_subtable(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text('top_n = 3\nscore_threshold = 0.4\nmetadata_keys = ["title"]\n')
+    (tmp_path / "b.yaml").write_text("rerank:\n  top_n: 3\n  score_threshold: 0.4\n  metadata_keys: [title]\n")
+    (tmp_path / "c.json").write_text('{"top_n": 3, "score_threshold": 0.4, "metadata_keys": ["title"]}')
+    configs = [RerankConfig.from_file(tmp_path / n) for n in ("a.toml", "b.yaml", "c.json")]
+    assert configs[0] == configs[1] == configs[2]
+    assert configs[0].metadata_keys == ("title",)
+
+
+def test_yaml_is_parsed_without_code_execution(tmp_path: Path) -> None:
+    (tmp_path / "evil.yaml").write_text("top_n: !!python/object/apply:os.getcwd []\n")
+    with pytest.raises(ConfigError, match="Could not parse"):
+        RerankConfig.from_file(tmp_path / "evil.yaml")
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        RerankConfig.from_file(tmp_path / "missing.toml")
+    (tmp_path / "x.ini").write_text("")
+    with pytest.raises(ConfigError, match="Unsupported"):
+        RerankConfig.from_file(tmp_path / "x.ini")
+    (tmp_path / "bad.toml").write_text("top_n = 0\n")
+    with pytest.raises(ConfigError, match="top_n"):
+        RerankConfig.from_file(tmp_path / "bad.toml")
+
+
+def test_from_env() -> None:
+    env = {
+        "RERANK_PLUGINS_TOP_N": "2",
+        "RERANK_PLUGINS_SCORE_THRESHOLD": "none",
+        "RERANK_PLUGINS_METADATA_KEYS": "title, section",
+        "RERANK_PLUGINS_ALLOW_DOWNLOAD": "true",
+        "OTHER": "ignored",
+    }
+    cfg = RerankConfig.from_env(env)
+    assert (cfg.top_n, cfg.score_threshold, cfg.metadata_keys, cfg.allow_download) == (
+        2,
+        None,
+        ("title", "section"),
+        True,
+    )
+
+
+def test_from_env_overrides_a_base_and_rejects_unknown_names() -> None:
+    base = RerankConfig(top_n=7, batch_size=8)
+    cfg = RerankConfig.from_env({"RERANK_PLUGINS_BATCH_SIZE": "4"}, base=base)
+    assert (cfg.top_n, cfg.batch_size) == (7, 4)
+    with pytest.raises(ConfigError, match="RERANK_PLUGINS_TOPN"):
+        RerankConfig.from_env({"RERANK_PLUGINS_TOPN": "3"})
+
+
+def test_merged_validates_again() -> None:
+    with pytest.raises(ConfigError, match="top_n"):
+        RerankConfig().merged(top_n=0)
+    assert RerankConfig(top_n=3).merged(top_n=None).top_n is None

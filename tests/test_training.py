@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from rerank_plugins.evaluation.datasets import load_beir
+from rerank_plugins.evaluation.metrics import evaluate
+from rerank_plugins.training.mining import mine_from_candidates, mine_from_retriever
+
+
+def test_retriever_negatives_skip_positives_top_ranks_and_margin() -> None:
+    hits = [("p1", 10.0), ("n1", 9.9), ("n2", 8.0), ("n3", 5.0), ("p2", 4.0), ("n4", 3.0), ("n5", 1.0)]
+    text = {d: f"text of {d}" for d, _ in hits}.__getitem__
+    groups = mine_from_retriever(
+        "q", {"p1", "p2"}, hits, text, n_negatives=10, skip_top=2, margin=0.7, rng=random.Random(0), source="toy"
+    )
+    assert len(groups) == 2  # one group per positive
+    for g in groups:
+        negs = {t.removeprefix("text of ") for t in g.negatives}
+        # n1 is in the top 2; n2 scores 8.0 >= 0.7 * 10 (a likely false negative); p1/p2 are positives
+        assert negs == {"n3", "n4", "n5"}
+    assert {g.positive for g in groups} == {"text of p1", "text of p2"}
+
+
+def test_candidate_negatives_are_never_positives() -> None:
+    cands = [("yes", 1), ("no a", 0), ("no b", 0), ("yes", 0)]  # a duplicate text labelled both ways
+    groups = mine_from_candidates("q", cands, n_negatives=5, rng=random.Random(0), source="toy")
+    assert len(groups) == 1
+    assert set(groups[0].negatives) == {"no a", "no b"}
+    assert mine_from_candidates("q", [("no", 0)], n_negatives=2, rng=random.Random(0), source="toy") == []
+
+
+def _toy_beir(root: Path) -> Path:
+    root.mkdir()
+    docs = {
+        "d1": "yeast makes bread rise by releasing gas",
+        "d2": "venus is the hottest planet",
+        "d6": "mars is a cold planet",
+        "d3": "coffee contains caffeine",
+        "d4": "rome fell in 476",
+        "d5": "bread needs flour and water and yeast",
+    }
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in docs.items())
+    )
+    queries = {"q1": "why does bread rise", "q2": "which planet is hottest"}
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in queries.items()))
+    (root / "qrels").mkdir()
+    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    (root / "candidates").mkdir()
+    (root / "candidates" / "dev.tsv").write_text(
+        "query-id\tcorpus-id\tlabel\nq1\td1\t1\nq1\td5\t0\nq2\td2\t1\nq2\td3\t0\n"
+    )
+    (root / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    return root
+
+
+def test_load_beir_and_missing_split(tmp_path: Path) -> None:
+    root = _toy_beir(tmp_path / "toy")
+    ds = load_beir(root, "dev")
+    assert ds.candidates["q1"] == [("d1", 1), ("d5", 0)]
+    assert ds.qrels == {"q1": {"d1": 1}, "q2": {"d2": 1}}
+    from rerank_plugins.errors import RerankInputError
+
+    with pytest.raises(RerankInputError, match="available splits: \\['dev', 'train'\\]"):
+        load_beir(root, "test")
+
+
+def test_a_few_training_steps_on_a_tiny_model_save_a_loadable_cross_encoder(tiny_model: str, tmp_path: Path) -> None:
+    pytest.importorskip("bm25s")
+    from rerank_plugins import RerankConfig
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+    from rerank_plugins.training.trainer import TrainConfig, train_cross_encoder
+
+    root = _toy_beir(tmp_path / "toy")
+    cfg = TrainConfig(
+        base_model=tiny_model,
+        output_dir=tmp_path / "out",
+        train_datasets=[root],
+        dev_datasets=[root],
+        n_hard_negatives=2,
+        n_random_negatives=1,
+        skip_top=0,
+        margin=10.0,
+        max_steps=2,
+        eval_every=1,
+        max_length=32,
+        warmup_steps=0,
+    )
+    best = train_cross_encoder(cfg)
+    assert (best / "config.json").is_file()
+    history = [json.loads(x) for x in (tmp_path / "out" / "history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [1, 2]
+    assert "toy/dev map" in history[0]
+    summary = json.loads((tmp_path / "out" / "data_summary.json").read_text())
+    assert summary["toy"]["split"] == "train"
+    assert summary["total_groups"] == 2
+    assert json.loads((tmp_path / "out" / "train_config.json").read_text())["max_steps"] == 2
+    scorer = CrossEncoderScorer(str(best), config=RerankConfig(device="cpu"))
+    assert len(scorer.score([("why does bread rise", "yeast")])) == 1
+    # Resuming a finished run does no more steps and keeps the history.
+    train_cross_encoder(cfg)
+    assert len((tmp_path / "out" / "history.jsonl").read_text().splitlines()) == 2
+
+
+def test_metrics_hand_computed() -> None:
+    qrels = {"q1": {"a": 1, "c": 2}, "q2": {"x": 1}, "q3": {"z": 0}}
+    run = {"q1": {"a": 0.9, "b": 0.8, "c": 0.7}, "q2": {"y": 1.0}}
+    import math
+
+    got = evaluate(qrels, run, ["mrr@10", "recall@2", "map", "ndcg@3"])
+    assert got["mrr@10"] == pytest.approx((1.0 + 0.0) / 2)  # q3 has no relevant doc: skipped
+    assert got["recall@2"] == pytest.approx((0.5 + 0.0) / 2)
+    assert got["map"] == pytest.approx(((1 / 1 + 2 / 3) / 2 + 0.0) / 2)
+    dcg = 1 / math.log2(2) + 2 / math.log2(4)
+    idcg = 2 / math.log2(2) + 1 / math.log2(3)
+    assert got["ndcg@3"] == pytest.approx((dcg / idcg + 0.0) / 2)
+
+
+def test_metrics_match_ranx_on_a_realistic_run() -> None:
+    ranx = pytest.importorskip("ranx")
+    rng = random.Random(7)
+    qrels = {
+        f"q{i}": {f"d{j}": rng.choice([1, 1, 2]) for j in rng.sample(range(50), rng.randint(1, 5))} for i in range(30)
+    }
+    run = {q: {f"d{j}": rng.random() for j in range(50)} for q in qrels}
+    metrics = ["ndcg@10", "mrr@10", "map", "recall@20", "map@100"]
+    ours = evaluate(qrels, run, metrics)
+    theirs = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), metrics)
+    for m in metrics:
+        assert ours[m] == pytest.approx(float(theirs[m]), abs=1e-6), m
+
+
+def test_unknown_metric() -> None:
+    with pytest.raises(ValueError, match="Unknown metric"):
+        evaluate({}, {}, ["bleu"])
+    with pytest.raises(ValueError, match="needs a cutoff"):
+        evaluate({}, {}, ["recall"])
