@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from rerank_plugins.config import RerankConfig
+from rerank_plugins.config import RerankConfig, load_settings_file
 from rerank_plugins.errors import RerankPluginsError
 
 __all__ = ["main"]
@@ -119,6 +119,71 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(cfg, top_k=args.top_k, candidates=args.candidates, out=sys.stdout)
 
 
+# --------------------------------------------------------------------------- eval
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rerank_plugins.evaluation.datasets import load_beir
+    from rerank_plugins.evaluation.harness import format_table, run_evaluation, write_report
+    from rerank_plugins.scoring.cross_encoder import get_scorer
+
+    if args.depth <= 0:
+        raise RerankPluginsError(f"--depth must be positive, got {args.depth}")
+    ds = load_beir(Path(args.data), args.split)
+    scorer = None if args.no_rerank else get_scorer(_config_from_args(args))
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    rerank_stages = [s.strip() for s in args.rerank_stages.split(",")] if args.rerank_stages else None
+    unknown = set(stages) - {"bm25", "dense", "hybrid", "list order"}
+    if unknown:
+        raise RerankPluginsError(f"unknown first stage(s) {sorted(unknown)}; use bm25, dense, hybrid")
+    report = run_evaluation(ds, scorer, stages=stages, rerank_stages=rerank_stages, depth=args.depth, limit=args.limit)
+    print(f"{ds.name}/{ds.split}: {report.queries} queries, depth {report.depth}, reranker: {report.model or 'none'}")
+    print(format_table(report.rows))
+    if args.output:
+        write_report(report, Path(args.output))
+        print(f"wrote {args.output}")
+    return 0
+
+
+# --------------------------------------------------------------------------- train
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rerank_plugins.training.trainer import TrainConfig, train_cross_encoder
+
+    values: dict[str, Any] = dict(load_settings_file(args.config)) if args.config else {}
+    base = args.base_model
+    if base is None and "base_model" not in values:
+        from rerank_plugins.retrieval.dense import default_bi_encoder_path
+
+        base = str(default_bi_encoder_path())
+    for key, value in (
+        ("base_model", base),
+        ("output_dir", args.output),
+        ("train_datasets", args.train_data),
+        ("dev_datasets", args.dev_data),
+        ("loss", args.loss),
+        ("epochs", args.epochs),
+        ("max_steps", args.max_steps),
+        ("max_length", args.max_length),
+        ("holdout_queries", args.holdout_queries),
+        ("n_dense_negatives", args.dense_negatives),
+        ("seed", args.seed),
+    ):
+        if value is not None:
+            values[key] = value
+    try:
+        config = TrainConfig.model_validate(values)
+    except ValueError as exc:
+        raise RerankPluginsError(f"invalid training settings: {exc}".replace("\n", " ")) from exc
+    for path in config.train_datasets + config.dev_datasets:
+        if not Path(path).is_dir():
+            raise RerankPluginsError(f"dataset folder {path} does not exist")
+    best = train_cross_encoder(config)
+    print(f"best checkpoint: {best}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -159,6 +224,55 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--threshold", type=float, help="drop passages scoring below this")
     _add_model_options(rr)
     rr.set_defaults(func=_cmd_rerank)
+
+    ev = sub.add_parser(
+        "eval",
+        help="first stages (BM25, dense, hybrid) and each + reranker on a BEIR-layout split",
+        description="Reports the metrics of each first stage and of each first stage reranked by the "
+        "cross-encoder, with time per query; prints a table and optionally writes JSON. Datasets with "
+        "candidate lists (WikiQA, TrecQA) rank each question's own list, and report its list order too.",
+        epilog="examples:\n"
+        "  rerank-plugins eval --data ../shared/data/scifact --split test --output scifact.json\n"
+        "  rerank-plugins eval --data ../shared/data/wikiqa --split dev --stages bm25,dense\n"
+        "  rerank-plugins eval --data ../shared/data/scifact --split test --no-rerank",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ev.add_argument("--data", required=True, help="BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/)")
+    ev.add_argument("--split", default="test", help="split to evaluate (default test)")
+    ev.add_argument("--stages", default="bm25,dense,hybrid", help="first stages, comma-separated")
+    ev.add_argument("--rerank-stages", help="first stages to rerank (default: all of --stages)")
+    ev.add_argument("--depth", type=int, default=100, help="candidates per query (default 100)")
+    ev.add_argument("--limit", type=int, help="evaluate only the first N queries")
+    ev.add_argument("--no-rerank", action="store_true", help="first stages only")
+    ev.add_argument("--output", help="write the report as JSON here")
+    _add_model_options(ev)
+    ev.set_defaults(func=_cmd_eval)
+
+    tr = sub.add_parser(
+        "train",
+        help="fine-tune a cross-encoder with mined hard negatives (train splits only)",
+        description="Fine-tunes a cross-encoder from any Hugging Face encoder or cross-encoder on the 'train' "
+        "split of each dataset, with hard negatives mined from BM25 (and optionally a bi-encoder) or taken "
+        "from candidate lists. Dev candidate lists (and held-out train queries) pick the best checkpoint; "
+        "<output>/last keeps the latest one so an interrupted run resumes.",
+        epilog="examples:\n"
+        "  rerank-plugins train --output runs/ce --train-data ../shared/data/wikiqa --dev-data ../shared/data/wikiqa\n"
+        "  rerank-plugins train --config train.toml   # any TrainConfig field",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tr.add_argument("--config", help="TrainConfig settings file (.toml, .yaml, .json); flags override it")
+    tr.add_argument("--base-model", help="encoder or cross-encoder to start from (default: all-MiniLM-L6-v2)")
+    tr.add_argument("--output", help="output directory")
+    tr.add_argument("--train-data", nargs="+", help="BEIR-layout folders (their train split is used)")
+    tr.add_argument("--dev-data", nargs="+", help="folders whose dev candidate lists pick the best checkpoint")
+    tr.add_argument("--loss", choices=["listwise", "bce"], help="training objective (default listwise)")
+    tr.add_argument("--epochs", type=float, help="passes over the training groups")
+    tr.add_argument("--max-steps", type=int, help="stop after this many steps")
+    tr.add_argument("--max-length", type=int, help="token budget of a pair (default 192)")
+    tr.add_argument("--holdout-queries", type=int, help="train queries held out as dev per corpus dataset")
+    tr.add_argument("--dense-negatives", type=int, help="bi-encoder hard negatives per group")
+    tr.add_argument("--seed", type=int, help="random seed")
+    tr.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rerank_plugins.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "RerankConfig"]
+__all__ = ["ENV_PREFIX", "RerankConfig", "config_reference_markdown", "load_settings_file"]
 
 ENV_PREFIX = "RERANK_PLUGINS_"
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -147,33 +147,7 @@ class RerankConfig(BaseModel):
     @classmethod
     def from_file(cls, path: str | Path) -> RerankConfig:
         """Read a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file (safe parsers only)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"Config file {path} does not exist")
-        suffix = path.suffix.lower()
-        raw = path.read_text(encoding="utf-8")
-        try:
-            if suffix == ".toml":
-                if sys.version_info >= (3, 11):
-                    import tomllib
-                else:  # pragma: no cover - exercised on Python 3.10 only
-                    import tomli as tomllib
-                data: Any = tomllib.loads(raw)
-            elif suffix in {".yaml", ".yml"}:
-                import yaml
-
-                data = yaml.safe_load(raw) or {}
-            elif suffix == ".json":
-                data = json.loads(raw)
-            else:
-                raise ConfigError(f"Unsupported config file type {suffix!r} ({path}); use .toml, .yaml, .yml or .json")
-        except ConfigError:
-            raise
-        except Exception as exc:  # each parser has its own error type
-            raise ConfigError(f"Could not parse {path}: {exc}") from exc
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{path} must hold a table of settings, got {type(data).__name__}")
-        return cls.from_mapping(data)
+        return cls.from_mapping(load_settings_file(path))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, base: RerankConfig | None = None) -> RerankConfig:
@@ -198,6 +172,37 @@ class RerankConfig(BaseModel):
     def merged(self, **overrides: Any) -> RerankConfig:
         """A copy with ``overrides`` applied and validated again."""
         return self.from_mapping({**self.model_dump(exclude_unset=True), **overrides})
+
+
+def load_settings_file(path: str | Path) -> Mapping[str, Any]:
+    """Parse a ``.toml``, ``.yaml``/``.yml`` or ``.json`` settings file without executing code."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist")
+    suffix = path.suffix.lower()
+    raw = path.read_text(encoding="utf-8")
+    try:
+        if suffix == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover - exercised on Python 3.10 only
+                import tomli as tomllib
+            data: Any = tomllib.loads(raw)
+        elif suffix in {".yaml", ".yml"}:
+            import yaml
+
+            data = yaml.safe_load(raw) or {}
+        elif suffix == ".json":
+            data = json.loads(raw)
+        else:
+            raise ConfigError(f"Unsupported config file type {suffix!r} ({path}); use .toml, .yaml, .yml or .json")
+    except ConfigError:
+        raise
+    except Exception as exc:  # each parser has its own error type
+        raise ConfigError(f"Could not parse {path}: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path} must hold a table of settings, got {type(data).__name__}")
+    return data
 
 
 def _explain(exc: ValidationError) -> str:

@@ -170,3 +170,16 @@ def test_hybrid_retriever_end_to_end_with_real_encoder(tiny_model: str) -> None:
     assert len(out) == 3
     assert {d.id for d in out} <= {d.id for d in hits}
     assert all(d.metadata["retrieval_sources"] for d in out)
+
+
+def test_after_langchains_own_ensemble_retriever() -> None:
+    pytest.importorskip("langchain_classic")
+    from langchain_classic.retrievers import EnsembleRetriever
+
+    first = FixedRetriever(docs=[DOCS[2], DOCS[0]])
+    second = FixedRetriever(docs=[DOCS[1], DOCS[3]])
+    ensemble = EnsembleRetriever(retrievers=[first, second], weights=[0.5, 0.5])
+    candidates = ensemble.invoke(QUERY)
+    out = RerankCompressor(model=OverlapScorer(), top_n=3).compress_documents(candidates, QUERY)
+    assert [d.id for d in out] == ["a", "b", "c"]
+    assert len({d.id for d in out}) == len(out)

@@ -75,6 +75,10 @@ class DenseIndex:
         """Top-``k`` (position, cosine similarity) pairs, best first."""
         return self.search_many([query], k)[0]
 
+    def similarities(self, queries: Sequence[str]) -> Any:
+        """Cosine similarity of every query (rows) to every passage (columns), as a numpy array."""
+        return self._encode(list(queries)) @ self._matrix.T
+
     def search_many(self, queries: Sequence[str], k: int = 100) -> list[list[tuple[int, float]]]:
         """:meth:`search` for several queries with one encoder call."""
         if not queries:
@@ -83,7 +87,7 @@ class DenseIndex:
         if k <= 0:
             return [[] for _ in queries]
         np = self._np
-        sims = self._encode(list(queries)) @ self._matrix.T
+        sims = self.similarities(queries)
         out = []
         for row in sims:
             top = np.argpartition(-row, k - 1)[:k]

@@ -20,6 +20,7 @@ import logging
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from rerank_plugins._extras import require
-from rerank_plugins.evaluation.datasets import BeirDataset, load_beir
+from rerank_plugins.evaluation.datasets import load_beir
 from rerank_plugins.evaluation.metrics import evaluate
 from rerank_plugins.training.mining import TrainingGroup, mine_from_candidates, mine_from_retriever
 
@@ -57,7 +58,17 @@ class TrainConfig(BaseModel):
     margin: float = Field(
         default=0.95, gt=0, description="Skip negatives scoring >= margin x the best positive's first-stage score."
     )
-    mining_depth: int = Field(default=30, gt=0, description="BM25 depth searched for hard negatives.")
+    mining_depth: int = Field(default=30, gt=0, description="Retriever depth searched for hard negatives.")
+    n_dense_negatives: int = Field(
+        default=0, ge=0, description="Extra hard negatives per group mined with the bi-encoder (corpus datasets)."
+    )
+    dense_model: str | None = Field(default=None, description="Bi-encoder for mining (default: all-MiniLM-L6-v2).")
+    holdout_queries: int = Field(
+        default=0,
+        ge=0,
+        description="Train queries of each corpus dataset (no candidate lists) held out as its dev set: "
+        "BM25 top-30 reranked, nDCG@10.",
+    )
     max_length: int = Field(default=192, gt=8, description="Token budget of a (query, passage) pair.")
     groups_per_step: int = Field(default=2, gt=0, description="Groups per optimizer step.")
     lr: float = Field(default=5e-5, gt=0, description="Encoder learning rate.")
@@ -70,6 +81,17 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(default=None, gt=0, description="torch intra-op threads (None: torch default).")
 
 
+@dataclass(frozen=True)
+class DevSet:
+    """Candidates and labels that pick the best checkpoint (never a test split)."""
+
+    name: str
+    metric: str
+    queries: dict[str, str]
+    candidates: dict[str, list[tuple[str, str]]]  # qid -> [(doc id, text)]
+    qrels: dict[str, dict[str, int]]
+
+
 def _random_negatives(corpus_ids: list[str], exclude: set[str], n: int, rng: random.Random) -> list[str]:
     out: list[str] = []
     while len(out) < n and len(corpus_ids) > len(exclude):
@@ -79,14 +101,18 @@ def _random_negatives(corpus_ids: list[str], exclude: set[str], n: int, rng: ran
     return out
 
 
-def build_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, Any]]:
-    """Mine training groups from the train split of every dataset in ``config``."""
+def build_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, Any], list[DevSet]]:
+    """Mine training groups from the train split of every dataset in ``config``.
+
+    Returns the groups, a data summary, and the dev sets held out of corpus datasets.
+    """
     from rerank_plugins.retrieval.bm25 import BM25Index
 
     rng = random.Random(config.seed)
     groups: list[TrainingGroup] = []
     summary: dict[str, Any] = {}
-    n_neg = config.n_hard_negatives + config.n_random_negatives
+    holdouts: list[DevSet] = []
+    n_neg = config.n_hard_negatives + config.n_dense_negatives + config.n_random_negatives
     for path in config.train_datasets:
         ds = load_beir(path, "train")
         corpus_ids = list(ds.corpus)
@@ -98,9 +124,48 @@ def build_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, An
         else:
             index = BM25Index([ds.doc_text(d) for d in corpus_ids])
             qids = [q for q in ds.qrels if q in ds.queries]
+            held: list[str] = []
+            if config.holdout_queries:
+                shuffled = sorted(qids)
+                random.Random(config.seed).shuffle(shuffled)
+                held = sorted(shuffled[: config.holdout_queries])
+                qids = [q for q in qids if q not in set(held)]
+                dev_hits = index.search_many([ds.queries[q] for q in held], k=30)
+                holdouts.append(
+                    DevSet(
+                        f"{ds.name}-holdout",
+                        "ndcg@10",
+                        {q: ds.queries[q] for q in held},
+                        {
+                            q: [(corpus_ids[i], ds.doc_text(corpus_ids[i])) for i, _ in h]
+                            for q, h in zip(held, dev_hits, strict=True)
+                        },
+                        {q: ds.qrels[q] for q in held},
+                    )
+                )
             all_hits = index.search_many([ds.queries[q] for q in qids], k=config.mining_depth)
-            for qid, hits in zip(qids, all_hits, strict=True):
+            dense_hits: list[list[tuple[int, float]]] = [[] for _ in qids]
+            if config.n_dense_negatives:
+                from rerank_plugins.retrieval.dense import DenseIndex
+
+                dense_index = DenseIndex([ds.doc_text(d) for d in corpus_ids], model=config.dense_model)
+                dense_hits = dense_index.search_many([ds.queries[q] for q in qids], k=config.mining_depth)
+            for qid, hits, dhits in zip(qids, all_hits, dense_hits, strict=True):
                 positives = {d for d, g in ds.qrels[qid].items() if g > 0 and d in ds.corpus}
+                dense_mined: dict[str, tuple[str, ...]] = {}
+                if config.n_dense_negatives:
+                    for g in mine_from_retriever(
+                        ds.queries[qid],
+                        positives,
+                        [(corpus_ids[i], s) for i, s in dhits],
+                        ds.doc_text,
+                        n_negatives=config.n_dense_negatives,
+                        skip_top=config.skip_top,
+                        margin=config.margin,
+                        rng=rng,
+                        source=ds.name,
+                    ):
+                        dense_mined[g.positive] = g.negatives
                 mined = mine_from_retriever(
                     ds.queries[qid],
                     positives,
@@ -114,9 +179,10 @@ def build_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, An
                 )
                 for g in mined:
                     extra = _random_negatives(corpus_ids, positives, config.n_random_negatives, rng)
-                    groups.append(
-                        TrainingGroup(g.query, g.positive, g.negatives + tuple(ds.doc_text(d) for d in extra), g.source)
-                    )
+                    dense_negs = tuple(t for t in dense_mined.get(g.positive, ()) if t not in g.negatives)
+                    negatives = g.negatives + dense_negs + tuple(ds.doc_text(d) for d in extra)
+                    groups.append(TrainingGroup(g.query, g.positive, negatives, g.source))
+            summary[f"{ds.name}-holdout"] = {"split": "train (held out as dev)", "queries": len(held)}
         summary[ds.name] = {"split": "train", "queries": len(ds.queries), "groups": len(groups) - before}
     # Groups must all have the same size for the listwise loss: pad short ones with
     # random negatives from the same dataset's groups (never the group's own positive).
@@ -133,7 +199,7 @@ def build_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, An
                 negs.append(cand)
         padded.append(TrainingGroup(g.query, g.positive, tuple(negs[:n_neg]), g.source))
     summary["total_groups"] = len(padded)
-    return padded, summary
+    return padded, summary, holdouts
 
 
 def _batches(groups: list[TrainingGroup], per_step: int, rng: random.Random) -> list[list[TrainingGroup]]:
@@ -149,14 +215,24 @@ def _batches(groups: list[TrainingGroup], per_step: int, rng: random.Random) -> 
     return batches
 
 
-def _dev_score(model: Any, tokenizer: Any, dev: list[BeirDataset], max_length: int, torch: Any) -> dict[str, float]:
+def _dev_sets(paths: list[Path]) -> list[DevSet]:
+    out = []
+    for path in paths:
+        ds = load_beir(path, "dev")
+        cands = {q: [(d, ds.doc_text(d)) for d, _ in c] for q, c in ds.candidates.items()}
+        qrels = {q: dict(c) for q, c in ds.candidates.items()}
+        out.append(DevSet(f"{ds.name}/dev", "map", {q: ds.queries[q] for q in cands}, cands, qrels))
+    return out
+
+
+def _dev_score(model: Any, tokenizer: Any, dev: list[DevSet], max_length: int, torch: Any) -> dict[str, float]:
     model.eval()
     out: dict[str, float] = {}
     with torch.inference_mode():
         for ds in dev:
             run: dict[str, dict[str, float]] = {}
             for qid, cands in ds.candidates.items():
-                texts = [ds.doc_text(d) for d, _ in cands]
+                texts = [t for _, t in cands]
                 scores: list[float] = []
                 for i in range(0, len(texts), 64):
                     chunk = texts[i : i + 64]
@@ -170,8 +246,7 @@ def _dev_score(model: Any, tokenizer: Any, dev: list[BeirDataset], max_length: i
                     )
                     scores += model(**enc).logits[:, 0].tolist()
                 run[qid] = {d: s for (d, _), s in zip(cands, scores, strict=True)}
-            qrels = {q: {d: label for d, label in c} for q, c in ds.candidates.items()}
-            out[f"{ds.name}/dev map"] = evaluate(qrels, run, ["map"])["map"]
+            out[f"{ds.name} {ds.metric}"] = evaluate(ds.qrels, run, [ds.metric])[ds.metric]
     model.train()
     return out
 
@@ -187,10 +262,10 @@ def train_cross_encoder(config: TrainConfig) -> Path:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    groups, summary = build_groups(config)
+    groups, summary, holdouts = build_groups(config)
     if not groups:
         raise ValueError("No training groups could be mined; check the datasets' train splits.")
-    dev = [load_beir(p, "dev") for p in config.dev_datasets]
+    dev = _dev_sets(config.dev_datasets) + holdouts
     last = out / "last"
     state_path = last / "trainer_state.pt"
     start_from = str(last) if state_path.is_file() else config.base_model

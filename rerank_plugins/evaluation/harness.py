@@ -1,0 +1,228 @@
+"""The quality harness: first stages and first stage + reranker, side by side.
+
+For a BEIR-layout split it builds each first stage over the corpus (BM25, dense,
+hybrid RRF), or, for datasets with official candidate lists (WikiQA, TrecQA),
+ranks each question's own list (plus the list order itself as ``list order``).
+Each first stage's top ``depth`` is then reranked by the scorer through the same
+pipeline the adapters use. A pair scored for one first stage is not scored again
+for another (same model, same pair, same score).
+
+Example:
+    >>> from rerank_plugins.evaluation.harness import format_table
+    >>> print(format_table([{"system": "bm25", "ndcg@10": 0.5, "ms/query": 1.0}]))
+    system  ndcg@10  ms/query
+    bm25     0.5000       1.0
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from rerank_plugins.config import RerankConfig
+from rerank_plugins.evaluation.datasets import BeirDataset
+from rerank_plugins.evaluation.metrics import evaluate, ranked_ids
+from rerank_plugins.fusion import reciprocal_rank_fusion
+from rerank_plugins.pipeline import Candidate, rerank_candidates
+from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer
+
+__all__ = ["EvalReport", "default_metrics", "first_stage_runs", "format_table", "run_evaluation"]
+
+logger = logging.getLogger(__name__)
+
+Run = dict[str, dict[str, float]]
+
+
+def default_metrics(ds: BeirDataset) -> list[str]:
+    """nDCG@10 / Recall@100 / MRR@10 / MAP for corpus retrieval; MAP / MRR / nDCG@10 for candidate lists."""
+    if ds.candidates:
+        return ["map", "mrr", "ndcg@10"]
+    return ["ndcg@10", "recall@100", "mrr@10", "map"]
+
+
+def _query_ids(ds: BeirDataset, limit: int | None) -> list[str]:
+    qids = [q for q in ds.queries if any(g > 0 for g in ds.qrels.get(q, {}).values())]
+    return qids[:limit] if limit else qids
+
+
+def first_stage_runs(
+    ds: BeirDataset,
+    qids: Sequence[str],
+    stages: Sequence[str],
+    depth: int,
+    dense_model: str | None = None,
+) -> tuple[dict[str, Run], dict[str, float]]:
+    """Runs (query -> {doc: score}) of each first stage, and seconds per query of each."""
+    from rerank_plugins.retrieval.bm25 import BM25Index
+    from rerank_plugins.retrieval.dense import DenseIndex
+
+    runs: dict[str, Run] = {}
+    cost: dict[str, float] = {}
+    wanted = set(stages)
+    if ds.candidates:
+        if "list order" in wanted:
+            runs["list order"] = {q: {d: -float(i) for i, (d, _) in enumerate(ds.candidates[q])} for q in qids}
+            cost["list order"] = 0.0
+        per_query_texts = {q: [ds.doc_text(d) for d, _ in ds.candidates[q]] for q in qids}
+        if wanted & {"bm25", "hybrid"}:
+            t = time.perf_counter()
+            runs["bm25"] = {}
+            for q in qids:
+                index = BM25Index(per_query_texts[q])
+                docs = [d for d, _ in ds.candidates[q]]
+                matched = dict(index.search(ds.queries[q], k=len(docs)))
+                # candidates without a term match keep list order below every match
+                runs["bm25"][q] = {d: matched.get(i, -1e-6 * i) for i, d in enumerate(docs)}
+            cost["bm25"] = (time.perf_counter() - t) / max(1, len(qids))
+        if wanted & {"dense", "hybrid"}:
+            t = time.perf_counter()
+            all_docs = sorted({d for q in qids for d, _ in ds.candidates[q]})
+            encoder = DenseIndex([ds.doc_text(d) for d in all_docs], model=dense_model)
+            position = {d: i for i, d in enumerate(all_docs)}
+            runs["dense"] = {}
+            sims = encoder.similarities([ds.queries[q] for q in qids])
+            for row, q in zip(sims, qids, strict=True):
+                runs["dense"][q] = {d: float(row[position[d]]) for d, _ in ds.candidates[q]}
+            cost["dense"] = (time.perf_counter() - t) / max(1, len(qids))
+    else:
+        texts_ids = list(ds.corpus)
+        queries = [ds.queries[q] for q in qids]
+        if wanted & {"bm25", "hybrid"}:
+            t = time.perf_counter()
+            sparse = BM25Index([ds.doc_text(d) for d in texts_ids]).search_many(queries, k=depth)
+            runs["bm25"] = {q: {texts_ids[i]: s for i, s in h} for q, h in zip(qids, sparse, strict=True)}
+            cost["bm25"] = (time.perf_counter() - t) / max(1, len(qids))
+        if wanted & {"dense", "hybrid"}:
+            t = time.perf_counter()
+            dense = DenseIndex([ds.doc_text(d) for d in texts_ids], model=dense_model)
+            nearest = dense.search_many(queries, k=depth)
+            runs["dense"] = {q: {texts_ids[i]: s for i, s in h} for q, h in zip(qids, nearest, strict=True)}
+            cost["dense"] = (time.perf_counter() - t) / max(1, len(qids))
+    if "hybrid" in wanted:
+        runs["hybrid"] = {}
+        for q in qids:
+            fused = reciprocal_rank_fusion(
+                {"bm25": ranked_ids(runs["bm25"][q])[:depth], "dense": ranked_ids(runs["dense"][q])[:depth]}
+            )
+            runs["hybrid"][q] = dict(fused[:depth])
+        cost["hybrid"] = cost["bm25"] + cost["dense"]
+    return {s: runs[s] for s in stages if s in runs}, cost
+
+
+class _MemoScorer(Scorer):
+    """Scores each distinct (query, passage) once across first stages."""
+
+    def __init__(self, inner: Scorer) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.memo: dict[tuple[str, str], tuple[float, PairNote]] = {}
+        self.scored = 0
+
+    def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
+        todo = list(dict.fromkeys(p for p in pairs if p not in self.memo))
+        if todo:
+            out = self.inner.score_detailed(todo)
+            self.memo.update(zip(todo, zip(out.scores, out.notes, strict=True), strict=True))
+            self.scored += len(todo)
+        return ScoredPairs([self.memo[p][0] for p in pairs], [self.memo[p][1] for p in pairs])
+
+
+@dataclass
+class EvalReport:
+    """Rows of the comparison table plus what produced them."""
+
+    dataset: str
+    split: str
+    queries: int
+    depth: int
+    model: str
+    rows: list[dict[str, Any]]
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2)
+
+
+def run_evaluation(
+    ds: BeirDataset,
+    scorer: Scorer | None,
+    *,
+    stages: Sequence[str] = ("bm25", "dense", "hybrid"),
+    rerank_stages: Sequence[str] | None = None,
+    depth: int = 100,
+    metrics: Sequence[str] | None = None,
+    limit: int | None = None,
+    dense_model: str | None = None,
+    progress: bool | None = None,
+) -> EvalReport:
+    """Evaluate first stages and, when ``scorer`` is given, each of ``rerank_stages`` reranked."""
+    metrics = list(metrics or default_metrics(ds))
+    qids = _query_ids(ds, limit)
+    if ds.candidates and "list order" not in stages:
+        stages = ["list order", *stages]
+    runs, cost = first_stage_runs(ds, qids, stages, depth, dense_model)
+    qrels = {q: ds.qrels[q] for q in qids}
+    rows: list[dict[str, Any]] = []
+    for name, run in runs.items():
+        rows.append({"system": name, **evaluate(qrels, run, metrics), "ms/query": 1000 * cost.get(name, 0.0)})
+    if scorer is not None:
+        memo = _MemoScorer(scorer)
+        cfg = RerankConfig(top_n=None, max_candidates=None, dedupe_by_content=False)
+        for name in rerank_stages if rerank_stages is not None else list(runs):
+            reranked: Run = {}
+            t = time.perf_counter()
+            before = memo.scored
+            for q in tqdm(qids, desc=f"rerank {name}", disable=None if progress is None else not progress):
+                top = ranked_ids(runs[name][q])[:depth]
+                cands = [Candidate(d, ds.doc_text(d)) for d in top]
+                result = rerank_candidates(ds.queries[q], cands, memo, cfg)
+                reranked[q] = {str(r.candidate.id): r.score for r in result.items}
+            seconds = time.perf_counter() - t
+            new_pairs = memo.scored - before
+            rows.append(
+                {
+                    "system": f"{name} + rerank",
+                    **evaluate(qrels, reranked, metrics),
+                    # cost of this row alone: pairs already scored for an earlier row are free here,
+                    # so report the scoring rate and an all-fresh estimate as well
+                    "ms/query": 1000 * (cost.get(name, 0.0) + seconds / max(1, len(qids))),
+                    "new pairs": new_pairs,
+                    "pairs/s": new_pairs / seconds if seconds > 0 and new_pairs else None,
+                }
+            )
+    return EvalReport(ds.name, ds.split, len(qids), depth, scorer.name if scorer else "", rows)
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table, numbers right-aligned (4 decimals for metrics)."""
+    if not rows:
+        return ""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+
+    def cell(v: Any, col: str) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.1f}" if col in ("ms/query", "pairs/s") else f"{v:.4f}"
+        return str(v)
+
+    table = [[cell(r.get(c), c) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cols, widths, strict=True)))]
+    for row in table:
+        lines.append(
+            "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
+        )
+    return "\n".join(lines)
+
+
+def write_report(report: EvalReport, path: Path) -> None:
+    """Write the report as JSON (parents created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report.to_json())
