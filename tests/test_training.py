@@ -139,3 +139,73 @@ def test_unknown_metric() -> None:
         evaluate({}, {}, ["bleu"])
     with pytest.raises(ValueError, match="needs a cutoff"):
         evaluate({}, {}, ["recall"])
+
+
+def test_export_writes_half_precision_safetensors_that_score_like_the_original(tiny_model: str, tmp_path: Path) -> None:
+    from rerank_plugins import RerankConfig
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+    from rerank_plugins.training.export import export_checkpoint
+
+    out = export_checkpoint(tiny_model, tmp_path / "shipped")
+    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
+    assert not list(out.glob("*.bin"))
+    assert not list(out.glob("*.pt"))
+    pairs = [("why does bread rise", "yeast makes gas"), ("why does bread rise", "venus is hot")]
+    cfg = RerankConfig(device="cpu", activation="raw")
+    original = CrossEncoderScorer(tiny_model, config=cfg).score(pairs)
+    exported = CrossEncoderScorer(str(out), config=cfg)
+    assert str(next(exported._loaded.model.parameters()).dtype) == "torch.float32"  # loaded back in fp32
+    assert exported.score(pairs) == pytest.approx(original, abs=1e-2)
+
+
+def test_harness_reports_first_stages_and_reranked_rows(tmp_path: Path) -> None:
+    pytest.importorskip("bm25s")
+    from rerank_plugins.evaluation.harness import format_table, run_evaluation
+    from tests.conftest import OverlapScorer
+
+    root = _toy_beir(tmp_path / "toy")
+    ds = load_beir(root, "dev")
+    report = run_evaluation(ds, OverlapScorer(), stages=["bm25"], depth=10)
+    systems = [r["system"] for r in report.rows]
+    assert systems == ["list order", "bm25", "list order + rerank", "bm25 + rerank"]
+    assert report.rows[0]["map"] == pytest.approx(1.0)  # positives come first in the toy lists
+    assert report.rows[3]["new pairs"] == 0  # the same pairs were scored for 'list order'
+    assert "bm25 + rerank" in format_table(report.rows)
+    assert json.loads(report.to_json())["queries"] == 2
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(tiny_model: str, tmp_path: Path) -> None:
+    pytest.importorskip("bm25s")
+    from rerank_plugins.training.trainer import TrainConfig, train_cross_encoder
+
+    root = _toy_beir(tmp_path / "toy")
+    settings = {
+        "base_model": tiny_model, "output_dir": tmp_path / "out", "train_datasets": [root], "dev_datasets": [root],
+        "n_hard_negatives": 1, "n_random_negatives": 1, "skip_top": 0, "margin": 10.0, "eval_every": 1,
+        "max_length": 32, "loss": "bce",
+    }
+    train_cross_encoder(TrainConfig(**settings, max_steps=2))  # stands for a run stopped after step 2
+    train_cross_encoder(TrainConfig(**settings, max_steps=4))
+    steps = [json.loads(x)["step"] for x in (tmp_path / "out" / "history.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # continued at step 3, nothing repeated
+
+
+@pytest.mark.slow
+def test_groups_mix_bm25_bi_encoder_and_random_negatives_and_hold_out_dev_queries(tmp_path: Path) -> None:
+    pytest.importorskip("bm25s")
+    from rerank_plugins.training.trainer import TrainConfig, build_groups
+
+    root = _toy_beir(tmp_path / "toy")
+    cfg = TrainConfig(
+        base_model="unused", output_dir=tmp_path / "out", train_datasets=[root], n_hard_negatives=1,
+        n_dense_negatives=1, n_random_negatives=1, skip_top=0, margin=10.0, holdout_queries=1,
+    )
+    groups, summary, holdouts = build_groups(cfg)
+    assert summary["toy-holdout"]["queries"] == 1
+    assert len(holdouts) == 1
+    assert holdouts[0].metric == "ndcg@10"
+    held = set(holdouts[0].queries.values())
+    assert all(g.query not in held for g in groups)  # held-out queries never train
+    for g in groups:
+        assert len(g.negatives) == 3
+        assert g.positive not in g.negatives

@@ -217,9 +217,13 @@ class CrossEncoderScorer(Scorer):
             tok = lm.tokenizer
             queries = sorted({q for q, _ in pairs})
             q_len = dict(
-                zip(queries, (len(x) for x in tok(queries, add_special_tokens=False)["input_ids"]), strict=True)
+                zip(
+                    queries,
+                    (len(x) for x in tok(queries, add_special_tokens=False, verbose=False)["input_ids"]),
+                    strict=True,
+                )
             )
-            p_len = [len(x) for x in tok([p for _, p in pairs], add_special_tokens=False)["input_ids"]]
+            p_len = [len(x) for x in tok([p for _, p in pairs], add_special_tokens=False, verbose=False)["input_ids"]]
             notes: list[PairNote] = []
             for (q, _), lp in zip(pairs, p_len, strict=True):
                 room = budget - lm.special_tokens - q_len[q]
