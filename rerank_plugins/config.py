@@ -80,6 +80,14 @@ class RerankConfig(BaseModel):
         description="Score at most this many candidates, taken in first-stage order; the rest are "
         "dropped with a logged warning (None: no cap).",
     )
+    first_stage_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Order by (1 - w) x min-max normalised relevance + w x first-stage rank score "
+        "(1 for the first candidate down to 0 for the last); 0 orders by relevance alone. "
+        "A guard for domains where the reranker alone trails the first stage; choose w on dev data.",
+    )
     dedupe_by_content: bool = Field(
         default=True,
         description="Also treat candidates with different ids but identical text as duplicates "

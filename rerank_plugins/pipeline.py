@@ -77,6 +77,8 @@ class RankedCandidate:
         rank: 1-based position in the reranked output.
         first_stage_rank: 1-based position in first-stage order (after merging).
         note: How the pair was scored (whole, truncated, windowed).
+        rank_score: The key the output is sorted by: ``score`` itself, or its blend with
+            the first-stage rank when ``first_stage_weight`` > 0.
     """
 
     candidate: Candidate
@@ -84,6 +86,7 @@ class RankedCandidate:
     rank: int
     first_stage_rank: int
     note: PairNote = field(default_factory=PairNote)
+    rank_score: float | None = None
 
 
 @dataclass
@@ -222,12 +225,23 @@ def _prepare(
     return _Prepared(query, received, pool, dropped, started)
 
 
+def _blend(scores: list[float], weight: float) -> list[float]:
+    """The ordering key: the scores themselves, or their blend with first-stage rank."""
+    n = len(scores)
+    if weight <= 0 or n < 2:
+        return scores
+    lo, hi = min(scores), max(scores)
+    relevance = [(s - lo) / (hi - lo) if hi > lo else 1.0 for s in scores]
+    return [(1 - weight) * r + weight * (1 - i / (n - 1)) for i, r in enumerate(relevance)]
+
+
 def _finish(prep: _Prepared, scored: ScoredPairs, config: RerankConfig, scorer_name: str) -> RerankResult:
     n = len(prep.pool)
     scores = check_scores(scored.scores, n, scorer_name)
     notes = list(scored.notes) if len(scored.notes) == n else [PairNote()] * n
-    # Stable sort on the score alone: ties keep first-stage order.
-    order = sorted(range(n), key=lambda i: -scores[i])
+    # Stable sort: ties keep first-stage order.
+    rank_scores = _blend(scores, config.first_stage_weight)
+    order = sorted(range(n), key=lambda i: -rank_scores[i])
     dropped = list(prep.dropped)
     keep = order
     if config.score_threshold is not None:
@@ -241,7 +255,10 @@ def _finish(prep: _Prepared, scored: ScoredPairs, config: RerankConfig, scorer_n
     if config.top_n is not None and len(keep) > config.top_n:
         dropped += [(prep.pool[i], "top_n") for i in keep[config.top_n :]]
         keep = keep[: config.top_n]
-    items = [RankedCandidate(prep.pool[i], scores[i], rank + 1, i + 1, notes[i]) for rank, i in enumerate(keep)]
+    items = [
+        RankedCandidate(prep.pool[i], scores[i], rank + 1, i + 1, notes[i], rank_scores[i])
+        for rank, i in enumerate(keep)
+    ]
     truncated = sum(1 for x in notes if x.how == "truncated")
     if truncated:
         logger.info("%d of %d passages were truncated to fit max_length=%d", truncated, n, config.max_length)

@@ -183,3 +183,15 @@ def test_async_matches_sync() -> None:
     sync = rerank_candidates("are green apples sour", items, OverlapScorer(), RerankConfig(top_n=2))
     async_ = asyncio.run(arerank_candidates("are green apples sour", items, OverlapScorer(), RerankConfig(top_n=2)))
     assert ids(sync) == ids(async_) == ["1", "0"]
+
+
+def test_first_stage_weight_blends_relevance_with_first_stage_rank() -> None:
+    scores = [0.0, 1.0, 0.4]  # normalised relevance: 0, 1, 0.4 ; first-stage rank score: 1, 0.5, 0
+    cfg = RerankConfig(top_n=None, first_stage_weight=0.6)
+    result = rerank_candidates("q", cands("a", "b", "c"), FixedScorer(scores), cfg)
+    # blended: a = 0.6 * 1 = 0.6 ; b = 0.4 * 1 + 0.6 * 0.5 = 0.7 ; c = 0.4 * 0.4 + 0 = 0.16
+    assert ids(result) == ["1", "0", "2"]
+    assert [r.rank_score for r in result.items] == pytest.approx([0.7, 0.6, 0.16])
+    assert [r.score for r in result.items] == [1.0, 0.0, 0.4]  # relevance is reported unchanged
+    plain = rerank_candidates("q", cands("a", "b", "c"), FixedScorer(scores), RerankConfig(top_n=None))
+    assert ids(plain) == ["1", "2", "0"]

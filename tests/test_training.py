@@ -180,9 +180,17 @@ def test_interrupted_run_resumes_from_last_checkpoint(tiny_model: str, tmp_path:
 
     root = _toy_beir(tmp_path / "toy")
     settings = {
-        "base_model": tiny_model, "output_dir": tmp_path / "out", "train_datasets": [root], "dev_datasets": [root],
-        "n_hard_negatives": 1, "n_random_negatives": 1, "skip_top": 0, "margin": 10.0, "eval_every": 1,
-        "max_length": 32, "loss": "bce",
+        "base_model": tiny_model,
+        "output_dir": tmp_path / "out",
+        "train_datasets": [root],
+        "dev_datasets": [root],
+        "n_hard_negatives": 1,
+        "n_random_negatives": 1,
+        "skip_top": 0,
+        "margin": 10.0,
+        "eval_every": 1,
+        "max_length": 32,
+        "loss": "bce",
     }
     train_cross_encoder(TrainConfig(**settings, max_steps=2))  # stands for a run stopped after step 2
     train_cross_encoder(TrainConfig(**settings, max_steps=4))
@@ -197,8 +205,15 @@ def test_groups_mix_bm25_bi_encoder_and_random_negatives_and_hold_out_dev_querie
 
     root = _toy_beir(tmp_path / "toy")
     cfg = TrainConfig(
-        base_model="unused", output_dir=tmp_path / "out", train_datasets=[root], n_hard_negatives=1,
-        n_dense_negatives=1, n_random_negatives=1, skip_top=0, margin=10.0, holdout_queries=1,
+        base_model="unused",
+        output_dir=tmp_path / "out",
+        train_datasets=[root],
+        n_hard_negatives=1,
+        n_dense_negatives=1,
+        n_random_negatives=1,
+        skip_top=0,
+        margin=10.0,
+        holdout_queries=1,
     )
     groups, summary, holdouts = build_groups(cfg)
     assert summary["toy-holdout"]["queries"] == 1

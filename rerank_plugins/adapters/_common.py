@@ -17,6 +17,7 @@ RETRIEVAL_SOURCES = "retrieval_sources"
 RERANK_SCORING = "rerank_scoring"
 RERANK_DROPPED_TOKENS = "rerank_dropped_tokens"
 RERANK_WINDOWS = "rerank_windows"
+RERANK_RANK_SCORE = "rerank_rank_score"
 
 ADDED_KEYS = (
     RELEVANCE_SCORE,
@@ -102,4 +103,6 @@ def added_metadata(r: RankedCandidate) -> dict[str, Any]:
         out[RERANK_DROPPED_TOKENS] = r.note.dropped_tokens
     if r.note.how == "windowed":
         out[RERANK_WINDOWS] = r.note.windows
+    if r.rank_score is not None and r.rank_score != r.score:
+        out[RERANK_RANK_SCORE] = r.rank_score  # blended with the first stage (first_stage_weight > 0)
     return out
