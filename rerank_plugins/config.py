@@ -50,7 +50,13 @@ class RerankConfig(BaseModel):
         default="auto",
         description="Weights dtype. 'auto' is float32 on CPU (half precision is slower there) and float16 on CUDA.",
     )
-    batch_size: int = Field(default=32, gt=0, le=4096, description="Pairs per forward pass.")
+    batch_size: int = Field(default=32, gt=0, le=4096, description="At most this many pairs per forward pass.")
+    max_batch_tokens: int | None = Field(
+        default=8192,
+        ge=16,
+        description="At most this many (padded) tokens per forward pass: long pairs go in smaller "
+        "batches, so memory stays bounded at any candidate count (None: batch_size alone).",
+    )
     max_length: int = Field(
         default=512,
         ge=16,

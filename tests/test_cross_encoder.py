@@ -146,3 +146,24 @@ def test_bi_encoder_folder_converts_with_a_warning_free_head(minilm_dir: str) ->
     scorer = CrossEncoderScorer(minilm_dir, config=CPU, max_length=64)
     assert scorer.num_labels == 1
     assert len(scorer.score([("a", "b"), ("c", "d")])) == 2
+
+
+def test_token_budget_batches_bound_padded_tokens_and_cover_every_pair() -> None:
+    from rerank_plugins.scoring.cross_encoder import token_budget_batches
+
+    lengths = [512, 20, 300, 300, 40, 512, 10, 128]
+    batches = token_budget_batches(lengths, max_pairs=3, max_tokens=700)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 3
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 700
+    assert batches[0] == [0]  # longest first; two 512-token pairs would exceed 700
+    assert token_budget_batches([], 4, 100) == []
+    assert token_budget_batches([900], 4, 100) == [[0]]  # an over-long pair still gets scored
+
+
+def test_small_token_budget_gives_the_same_scores(tiny_model: str) -> None:
+    pairs = [("q", "bread rises " * n) for n in (1, 30, 5, 60, 2)]
+    roomy = CrossEncoderScorer(tiny_model, config=CPU, max_batch_tokens=None).score(pairs)
+    tight = CrossEncoderScorer(tiny_model, config=CPU, max_batch_tokens=64).score(pairs)
+    assert tight == pytest.approx(roomy, abs=1e-5)

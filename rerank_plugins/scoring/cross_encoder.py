@@ -26,7 +26,14 @@ from rerank_plugins.config import RerankConfig
 from rerank_plugins.errors import ModelLoadError, RerankInputError
 from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_scores
 
-__all__ = ["CrossEncoderScorer", "clear_model_cache", "get_scorer", "resolve_device", "resolve_model"]
+__all__ = [
+    "CrossEncoderScorer",
+    "clear_model_cache",
+    "get_scorer",
+    "resolve_device",
+    "resolve_model",
+    "token_budget_batches",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -234,12 +241,11 @@ class CrossEncoderScorer(Scorer):
                     )
                 notes.append(PairNote("truncated", lp - room) if lp > room else PairNote())
             # Longest first, so the first batch shows the peak memory at once.
-            order = sorted(range(len(pairs)), key=lambda i: -(q_len[pairs[i][0]] + p_len[i]))
+            lengths = [min(budget, q_len[q] + lp + lm.special_tokens) for (q, _), lp in zip(pairs, p_len, strict=True)]
             scores: list[float] = [0.0] * len(pairs)
             torch = lm.torch
             with torch.inference_mode():
-                for start in range(0, len(order), self.config.batch_size):
-                    idx = order[start : start + self.config.batch_size]
+                for idx in token_budget_batches(lengths, self.config.batch_size, self.config.max_batch_tokens):
                     enc = tok(
                         [pairs[i][0] for i in idx],
                         [pairs[i][1] for i in idx],
@@ -251,6 +257,34 @@ class CrossEncoderScorer(Scorer):
                     for i, s in zip(idx, self._logits_to_scores(lm.model(**enc).logits), strict=True):
                         scores[i] = s
         return ScoredPairs(check_scores(scores, len(pairs), self.name), notes)
+
+
+def token_budget_batches(lengths: Sequence[int], max_pairs: int, max_tokens: int | None) -> list[list[int]]:
+    """Group positions into batches of similar length, longest first.
+
+    A batch holds at most ``max_pairs`` pairs and, padded to its longest member, at
+    most ``max_tokens`` tokens (a single pair longer than that still gets its own
+    batch), so memory stays bounded at any candidate count. Callers restore input
+    order by position.
+
+    Example:
+        >>> token_budget_batches([5, 100, 7, 90], max_pairs=8, max_tokens=200)
+        [[1, 3], [2, 0]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        too_many = len(current) >= max_pairs
+        too_long = max_tokens is not None and (len(current) + 1) * longest > max_tokens
+        if current and (too_many or too_long):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
 
 
 def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> CrossEncoderScorer:
@@ -267,6 +301,7 @@ def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> CrossEnc
         cfg.dtype,
         cfg.trust_remote_code,
         cfg.batch_size,
+        cfg.max_batch_tokens,
         cfg.max_length,
         cfg.activation,
     )
