@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from rerank_plugins import RerankConfig, Scorer
+from rerank_plugins.scoring.cache import CachedScorer
 from tests.conftest import OverlapScorer
 
 PAIRS = [
@@ -34,6 +35,7 @@ def _cross_encoder(fixture: str, **settings: object) -> Callable[[pytest.Fixture
 
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Scorer]] = {
     "overlap-reference": lambda request: OverlapScorer(),
+    "cached-cross-encoder": lambda request: CachedScorer(_cross_encoder("tiny_model", max_length=64)(request)),
     "cross-encoder-1-logit": _cross_encoder("tiny_model", batch_size=3, max_length=64),
     "cross-encoder-2-logits": _cross_encoder("tiny_model_2labels", batch_size=2, max_length=64),
     "cross-encoder-raw": _cross_encoder("tiny_model", activation="raw", max_length=128),

@@ -31,7 +31,8 @@ from rerank_plugins.evaluation.datasets import BeirDataset
 from rerank_plugins.evaluation.metrics import evaluate, ranked_ids
 from rerank_plugins.fusion import reciprocal_rank_fusion
 from rerank_plugins.pipeline import Candidate, rerank_candidates
-from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer
+from rerank_plugins.scoring.base import Scorer
+from rerank_plugins.scoring.cache import CachedScorer
 
 __all__ = ["EvalReport", "default_metrics", "first_stage_runs", "format_table", "run_evaluation"]
 
@@ -116,24 +117,6 @@ def first_stage_runs(
     return {s: runs[s] for s in stages if s in runs}, cost
 
 
-class _MemoScorer(Scorer):
-    """Scores each distinct (query, passage) once across first stages."""
-
-    def __init__(self, inner: Scorer) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.memo: dict[tuple[str, str], tuple[float, PairNote]] = {}
-        self.scored = 0
-
-    def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
-        todo = list(dict.fromkeys(p for p in pairs if p not in self.memo))
-        if todo:
-            out = self.inner.score_detailed(todo)
-            self.memo.update(zip(todo, zip(out.scores, out.notes, strict=True), strict=True))
-            self.scored += len(todo)
-        return ScoredPairs([self.memo[p][0] for p in pairs], [self.memo[p][1] for p in pairs])
-
-
 @dataclass
 class EvalReport:
     """Rows of the comparison table plus what produced them."""
@@ -172,19 +155,19 @@ def run_evaluation(
     for name, run in runs.items():
         rows.append({"system": name, **evaluate(qrels, run, metrics), "ms/query": 1000 * cost.get(name, 0.0)})
     if scorer is not None:
-        memo = _MemoScorer(scorer)
+        memo = CachedScorer(scorer, max_entries=None)
         cfg = RerankConfig(top_n=None, max_candidates=None, dedupe_by_content=False)
         for name in rerank_stages if rerank_stages is not None else list(runs):
             reranked: Run = {}
             t = time.perf_counter()
-            before = memo.scored
+            before = memo.misses
             for q in tqdm(qids, desc=f"rerank {name}", disable=None if progress is None else not progress):
                 top = ranked_ids(runs[name][q])[:depth]
                 cands = [Candidate(d, ds.doc_text(d)) for d in top]
                 result = rerank_candidates(ds.queries[q], cands, memo, cfg)
                 reranked[q] = {str(r.candidate.id): r.score for r in result.items}
             seconds = time.perf_counter() - t
-            new_pairs = memo.scored - before
+            new_pairs = memo.misses - before
             rows.append(
                 {
                     "system": f"{name} + rerank",
