@@ -117,3 +117,63 @@ def test_demo_runs_offline_with_both_pipelines(tiny_model: str, monkeypatch: pyt
     assert "one shared scorer for both adapters: True" in out
     assert out.count("reranked (LangChain)") == len(load_demo_questions())
     assert "answer ranked first:" in out
+
+
+def test_train_and_eval_commands_on_a_toy_dataset(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("bm25s")
+    from tests.test_training import _toy_beir
+
+    root = _toy_beir(tmp_path / "toy")
+    settings = tmp_path / "train.toml"
+    settings.write_text("skip_top = 0\nmargin = 10.0\nn_hard_negatives = 2\nn_random_negatives = 1\n")
+    code, out, err = run(
+        [
+            "train",
+            "--config",
+            str(settings),
+            "--base-model",
+            tiny_model,
+            "--output",
+            str(tmp_path / "run"),
+            "--train-data",
+            str(root),
+            "--dev-data",
+            str(root),
+            "--max-steps",
+            "1",
+            "--eval-every",
+            "1",
+            "--max-length",
+            "32",
+        ],
+        monkeypatch,
+    )
+    assert code == 0, err
+    assert "best checkpoint:" in out
+    report = tmp_path / "report.json"
+    code, out, err = run(
+        [
+            "eval",
+            "--data",
+            str(root),
+            "--split",
+            "dev",
+            "--stages",
+            "bm25",
+            "--model",
+            str(tmp_path / "run" / "best"),
+            "--device",
+            "cpu",
+            "--output",
+            str(report),
+        ],
+        monkeypatch,
+    )
+    assert code == 0, err
+    assert "bm25 + rerank" in out
+    assert json.loads(report.read_text())["dataset"] == "toy"
+    code, _, err = run(["eval", "--data", str(root), "--split", "dev", "--stages", "bm42", "--no-rerank"], monkeypatch)
+    assert code == 2
+    assert "unknown first stage" in err
