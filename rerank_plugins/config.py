@@ -42,6 +42,20 @@ class RerankConfig(BaseModel):
         description="Hugging Face model id or local directory of a cross-encoder. "
         "None selects the model shipped with the package (rerank_plugins.default_model_path()).",
     )
+    scorer: Literal["cross-encoder", "windowed"] = Field(
+        default="cross-encoder",
+        description="'cross-encoder' truncates passages that do not fit (and flags them); 'windowed' "
+        "scores overlapping windows of long passages and aggregates them (window_* fields).",
+    )
+    window_tokens: int | None = Field(
+        default=None, ge=8, description="Passage tokens per window (None: as many as fit next to the query)."
+    )
+    window_stride: int | None = Field(
+        default=None, ge=1, description="Tokens between window starts (None: half a window)."
+    )
+    window_aggregate: Literal["max", "first", "mean-top2"] = Field(
+        default="max", description="How window scores combine into the passage score."
+    )
     device: str = Field(
         default="auto",
         description="'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'.",

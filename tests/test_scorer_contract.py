@@ -11,6 +11,7 @@ import pytest
 
 from rerank_plugins import RerankConfig, Scorer
 from rerank_plugins.scoring.cache import CachedScorer
+from rerank_plugins.scoring.windowed import WindowedScorer
 from tests.conftest import OverlapScorer
 
 PAIRS = [
@@ -39,6 +40,7 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Scorer]] = {
     "cross-encoder-1-logit": _cross_encoder("tiny_model", batch_size=3, max_length=64),
     "cross-encoder-2-logits": _cross_encoder("tiny_model_2labels", batch_size=2, max_length=64),
     "cross-encoder-raw": _cross_encoder("tiny_model", activation="raw", max_length=128),
+    "windowed": lambda request: WindowedScorer(_cross_encoder("tiny_model", max_length=32)(request), window=12),
 }
 
 

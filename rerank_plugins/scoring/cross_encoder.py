@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 _MIN_PASSAGE_TOKENS = 8
 _lock = threading.Lock()
 _models: dict[tuple[str, str, str, bool], _LoadedModel] = {}
-_scorers: dict[tuple[Any, ...], CrossEncoderScorer] = {}
+_scorers: dict[tuple[Any, ...], Scorer] = {}
 
 
 def resolve_model(model: str | None) -> str:
@@ -287,7 +287,7 @@ def token_budget_batches(lengths: Sequence[int], max_pairs: int, max_tokens: int
     return batches
 
 
-def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> CrossEncoderScorer:
+def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> Scorer:
     """The process-wide shared :class:`CrossEncoderScorer` for these settings.
 
     Two calls with equal settings return the same object; calls that differ only
@@ -304,11 +304,20 @@ def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> CrossEnc
         cfg.max_batch_tokens,
         cfg.max_length,
         cfg.activation,
+        cfg.scorer,
+        cfg.window_tokens,
+        cfg.window_stride,
+        cfg.window_aggregate,
     )
     with _lock:
         scorer = _scorers.get(key)
     if scorer is None:
-        created = CrossEncoderScorer(config=cfg)
+        base = CrossEncoderScorer(config=cfg)
+        created: Scorer = base
+        if cfg.scorer == "windowed":
+            from rerank_plugins.scoring.windowed import WindowedScorer
+
+            created = WindowedScorer(base, window=cfg.window_tokens, stride=cfg.window_stride, how=cfg.window_aggregate)
         with _lock:
             scorer = _scorers.setdefault(key, created)
     return scorer

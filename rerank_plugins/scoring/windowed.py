@@ -1,0 +1,126 @@
+"""Sliding-window (MaxP-style) scoring of passages longer than the token budget.
+
+A passage that does not fit next to the query is split into overlapping windows
+of ``window`` tokens every ``stride`` tokens; every window of every candidate is
+scored in one batched call, and the window scores are aggregated (``max`` by
+default, as in MaxP, Dai and Callan, SIGIR 2019; ``first`` or ``mean-top2``).
+Windows are cut at token boundaries but taken from the original text through
+the tokenizer's character offsets, so no text is altered. Each pair's note says
+``windowed`` with the number of windows, or ``whole`` when it fitted.
+
+Example:
+    >>> split_windows(10, window=4, stride=3)
+    [(0, 4), (3, 7), (6, 10)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from rerank_plugins.errors import RerankInputError
+from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer
+from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+
+__all__ = ["WindowedScorer", "aggregate", "split_windows"]
+
+Aggregate = Literal["max", "first", "mean-top2"]
+
+
+def split_windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """Token spans [start, end) covering ``n_tokens`` with windows of ``window`` every ``stride``.
+
+    The last window ends exactly at ``n_tokens``; an empty passage gives one empty window.
+    """
+    if window <= 0 or stride <= 0:
+        raise ValueError(f"window and stride must be positive, got window={window}, stride={stride}")
+    if stride > window:
+        raise ValueError(f"stride={stride} > window={window} would skip text between windows")
+    if n_tokens <= window:
+        return [(0, n_tokens)]
+    spans = []
+    start = 0
+    while True:
+        end = min(start + window, n_tokens)
+        spans.append((start, end))
+        if end == n_tokens:
+            return spans
+        start += stride
+
+
+def aggregate(scores: Sequence[float], how: Aggregate) -> float:
+    """Combine window scores: ``max``, ``first``, or the mean of the best two."""
+    if not scores:
+        raise ValueError("no window scores to aggregate")
+    if how == "max":
+        return max(scores)
+    if how == "first":
+        return scores[0]
+    if how == "mean-top2":
+        top = sorted(scores, reverse=True)[:2]
+        return sum(top) / len(top)
+    raise ValueError(f"unknown aggregate {how!r}; use 'max', 'first' or 'mean-top2'")
+
+
+class WindowedScorer(Scorer):
+    """Score long passages window by window with a cross-encoder.
+
+    Args:
+        inner: The cross-encoder that scores each (query, window) pair.
+        window: Passage tokens per window (None: as many as fit next to the query).
+        stride: Tokens between window starts (None: half a window).
+        how: Aggregation of window scores.
+    """
+
+    def __init__(
+        self,
+        inner: CrossEncoderScorer,
+        *,
+        window: int | None = None,
+        stride: int | None = None,
+        how: Aggregate = "max",
+    ) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.window = window
+        self.stride = stride
+        self.how = how
+        aggregate([0.0], how)  # fail early on an unknown aggregate
+
+    def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
+        pairs = list(pairs)
+        if not pairs:
+            return ScoredPairs([], [])
+        lm = self.inner._loaded
+        budget = self.inner.config.max_length
+        with lm.lock:
+            tok = lm.tokenizer
+            q_len = {
+                q: len(tok(q, add_special_tokens=False, verbose=False)["input_ids"]) for q in {q for q, _ in pairs}
+            }
+            enc = tok([p for _, p in pairs], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        expanded: list[tuple[str, str]] = []
+        owners: list[int] = []
+        counts: list[int] = []
+        for i, ((q, passage), offsets) in enumerate(zip(pairs, enc["offset_mapping"], strict=True)):
+            room = budget - lm.special_tokens - q_len[q]
+            if room < 8:
+                raise RerankInputError(
+                    f"The query is {q_len[q]} tokens long, which leaves {max(room, 0)} of max_length={budget} "
+                    "tokens for the passage. Shorten the query or raise max_length (the query is never cut)."
+                )
+            window = min(self.window or room, room)
+            stride = self.stride or max(1, window // 2)
+            spans = split_windows(len(offsets), window, min(stride, window))
+            for start, end in spans:
+                text = passage[offsets[start][0] : offsets[end - 1][1]] if end > start else passage
+                expanded.append((q, text))
+                owners.append(i)
+            counts.append(len(spans))
+        inner = self.inner.score_detailed(expanded)
+        per_pair: list[list[float]] = [[] for _ in pairs]
+        for owner, s in zip(owners, inner.scores, strict=True):
+            per_pair[owner].append(s)
+        scores = [aggregate(s, self.how) for s in per_pair]
+        notes = [PairNote("windowed", 0, n) if n > 1 else PairNote() for n in counts]
+        return ScoredPairs(scores, notes)
