@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -145,6 +146,66 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- calibrate
+def _labelled_pairs(paths: Sequence[str], split: str) -> tuple[list[tuple[str, str]], list[int], str]:
+    from pathlib import Path
+
+    from rerank_plugins.evaluation.datasets import load_beir
+
+    pairs: list[tuple[str, str]] = []
+    labels: list[int] = []
+    names = []
+    for path in paths:
+        ds = load_beir(Path(path), split)
+        if not ds.candidates:
+            raise RerankPluginsError(f"{path} has no candidates/{split}.tsv with labelled pairs to calibrate on")
+        for qid, cands in ds.candidates.items():
+            for doc, label in cands:
+                pairs.append((ds.queries[qid], ds.doc_text(doc)))
+                labels.append(label)
+        names.append(f"{ds.name}/{split}")
+    return pairs, labels, " + ".join(names)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rerank_plugins.scoring.calibration import brier_score, expected_calibration_error, fit_calibration
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+
+    if "test" in args.split.lower():
+        raise RerankPluginsError(
+            f"refusing to fit a calibration on split '{args.split}': figures on a test split must stay unseen; "
+            "fit on a dev split and pass the test split as --eval-split"
+        )
+    cfg = _config_from_args(args).merged(activation="raw")
+    scorer = CrossEncoderScorer(config=cfg)
+    pairs, labels, fitted_on = _labelled_pairs(args.data, args.split)
+    logits = scorer.score(pairs)
+    calibration = fit_calibration(logits, labels, method=args.method, fitted_on=fitted_on)
+    target = Path(args.output or scorer.name)
+    if not target.is_dir():
+        raise RerankPluginsError(f"cannot store the calibration: {target} is not a directory (use --output DIR)")
+    path = calibration.save(target)
+    print(
+        f"fitted {calibration.method} on {fitted_on} ({len(pairs)} pairs): a={calibration.a:.4f} b={calibration.b:.4f}"
+    )
+    print(f"wrote {path}")
+    checks = [(fitted_on, logits, labels)]
+    if args.eval_data:
+        eval_pairs, eval_labels, eval_name = _labelled_pairs(args.eval_data, args.eval_split)
+        checks.append((eval_name, scorer.score(eval_pairs), eval_labels))
+    print(f"{'pairs':<28} {'ECE sigmoid':>12} {'ECE calibrated':>15} {'Brier sigmoid':>14} {'Brier calibrated':>17}")
+    for name, raw, y in checks:
+        plain = [1 / (1 + math.exp(-x)) for x in raw]
+        fitted = [calibration.apply(x) for x in raw]
+        print(
+            f"{name:<28} {expected_calibration_error(plain, y):>12.4f} {expected_calibration_error(fitted, y):>15.4f} "
+            f"{brier_score(plain, y):>14.4f} {brier_score(fitted, y):>17.4f}"
+        )
+    return 0
+
+
 # --------------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -250,6 +311,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", help="write the report as JSON here")
     _add_model_options(ev)
     ev.set_defaults(func=_cmd_eval)
+
+    ca = sub.add_parser(
+        "calibrate",
+        help="fit Platt / temperature scaling on labelled dev pairs and store it with the model",
+        description="Scores the labelled candidate lists of a split (WikiQA, TrecQA layout), fits "
+        "p = sigmoid(a * logit + b) and writes rerank_calibration.json into the model directory (or --output), "
+        "which activation='auto' then uses. Reports ECE and Brier score before and after, on the fit data "
+        "and on held-apart data (--eval-data).",
+        epilog="examples:\n"
+        "  rerank-plugins calibrate --model path/to/model --data ../shared/data/wikiqa --split dev \\\n"
+        "      --eval-data ../shared/data/wikiqa --eval-split test",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ca.add_argument("--data", nargs="+", required=True, help="BEIR-layout folders with candidates/<split>.tsv")
+    ca.add_argument("--split", default="dev", help="split to fit on (default dev; never a test split)")
+    ca.add_argument("--method", choices=["platt", "temperature"], default="platt", help="default platt")
+    ca.add_argument("--output", help="directory to store rerank_calibration.json (default: the model directory)")
+    ca.add_argument("--eval-data", nargs="+", help="held-apart labelled folders to report calibration on")
+    ca.add_argument("--eval-split", default="test", help="split of --eval-data (default test)")
+    _add_model_options(ca)
+    ca.set_defaults(func=_cmd_calibrate)
 
     tr = sub.add_parser(
         "train",

@@ -78,16 +78,18 @@ class RerankConfig(BaseModel):
         description="Token budget of one (query, passage) pair. The query is never cut; "
         "a passage cut to fit is flagged in its metadata.",
     )
-    activation: Literal["sigmoid", "raw"] = Field(
-        default="sigmoid",
-        description="'sigmoid' maps logits to 0..1 (ordered like the logits, not calibrated); "
-        "'raw' returns the logits.",
+    activation: Literal["auto", "sigmoid", "raw", "calibrated"] = Field(
+        default="auto",
+        description="'calibrated' applies the model's fitted calibration (rerank_calibration.json, see "
+        "'rerank-plugins calibrate') so scores are probabilities of relevance; 'sigmoid' maps logits to 0..1 "
+        "(ordered like the logits, not calibrated); 'raw' returns the logits; 'auto' is 'calibrated' when "
+        "the model has a calibration, else 'sigmoid'.",
     )
     top_n: int | None = Field(default=5, ge=1, description="Keep at most this many candidates (None: keep all).")
     score_threshold: float | None = Field(
         default=None,
         description="Drop candidates scoring below this, before the top_n cut. "
-        "With activation='sigmoid' it must lie in [0, 1].",
+        "It must lie in [0, 1] unless activation='raw'.",
     )
     min_keep: int = Field(
         default=0,
@@ -150,9 +152,9 @@ class RerankConfig(BaseModel):
     @model_validator(mode="after")
     def _check_combination(self) -> RerankConfig:
         t = self.score_threshold
-        if t is not None and self.activation == "sigmoid" and not 0.0 <= t <= 1.0:
+        if t is not None and self.activation != "raw" and not 0.0 <= t <= 1.0:
             raise ValueError(
-                f"score_threshold={t} is outside [0, 1], the range of sigmoid scores; "
+                f"score_threshold={t} is outside [0, 1], the range of {self.activation} scores; "
                 "use a value in [0, 1] or set activation='raw' for a logit threshold"
             )
         if self.top_n is not None and self.min_keep > self.top_n:

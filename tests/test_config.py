@@ -10,7 +10,7 @@ from rerank_plugins import ConfigError, RerankConfig
 
 def test_defaults() -> None:
     cfg = RerankConfig()
-    assert (cfg.model, cfg.device, cfg.activation, cfg.top_n, cfg.score_threshold) == (None, "auto", "sigmoid", 5, None)
+    assert (cfg.model, cfg.device, cfg.activation, cfg.top_n, cfg.score_threshold) == (None, "auto", "auto", 5, None)
     assert cfg.trust_remote_code is False
     assert cfg.allow_download is False
 

@@ -65,9 +65,8 @@ class CachedScorer(Scorer):
         self.inner = inner
         self.name = inner.name
         self.max_entries = max_entries
-        config = getattr(inner, "config", None)
-        if fingerprint is None and config is not None:
-            fingerprint = f"{config.max_length}|{config.activation}|{config.dtype}"
+        if fingerprint is None:
+            fingerprint = getattr(inner, "fingerprint", None)
         self._prefix = f"{inner.name}|{fingerprint or ''}"
         self._memory: OrderedDict[tuple[str, str, str], tuple[float, PairNote]] = OrderedDict()
         self._lock = threading.Lock()

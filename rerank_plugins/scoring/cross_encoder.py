@@ -25,6 +25,7 @@ from rerank_plugins._extras import require
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.errors import ModelLoadError, RerankInputError
 from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_scores
+from rerank_plugins.scoring.calibration import CALIBRATION_FILE, Calibration, load_calibration
 
 __all__ = [
     "CrossEncoderScorer",
@@ -191,6 +192,27 @@ class CrossEncoderScorer(Scorer):
         self.config = base.merged(**overrides) if overrides else base
         self._loaded = _shared_model(self.config)
         self.name = self._loaded.name
+        self.calibration = self._resolve_calibration()
+
+    def _resolve_calibration(self) -> Calibration | None:
+        activation = self.config.activation
+        if activation in ("sigmoid", "raw"):
+            return None
+        directory = Path(self.name)
+        calibration = load_calibration(directory) if directory.is_dir() else None
+        if calibration is None and activation == "calibrated":
+            raise ModelLoadError(
+                f"activation='calibrated' but model {self.name!r} has no {CALIBRATION_FILE}; fit one with "
+                "'rerank-plugins calibrate --model ... --data <labelled dev split>' or use activation='sigmoid'"
+            )
+        return calibration
+
+    @property
+    def fingerprint(self) -> str:
+        """Everything besides the model that changes a score (used as a cache key part)."""
+        cal = self.calibration
+        activation = "raw" if self.config.activation == "raw" else f"platt({cal.a},{cal.b})" if cal else "sigmoid"
+        return f"{self.config.max_length}|{activation}|{self._loaded.dtype}"
 
     @property
     def device(self) -> str:
@@ -206,7 +228,9 @@ class CrossEncoderScorer(Scorer):
         torch = self._loaded.torch
         logits = logits.float()
         raw = logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
-        if self.config.activation == "sigmoid":
+        if self.calibration is not None:
+            raw = torch.sigmoid(self.calibration.a * raw + self.calibration.b)
+        elif self.config.activation != "raw":
             raw = torch.sigmoid(raw)
         return [float(x) for x in raw.tolist()]
 
