@@ -11,6 +11,7 @@ import pytest
 
 from rerank_plugins import RerankConfig, Scorer
 from rerank_plugins.scoring.cache import CachedScorer
+from rerank_plugins.scoring.ensemble import EnsembleScorer
 from rerank_plugins.scoring.windowed import WindowedScorer
 from tests.conftest import OverlapScorer
 
@@ -36,6 +37,10 @@ def _cross_encoder(fixture: str, **settings: object) -> Callable[[pytest.Fixture
 
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Scorer]] = {
     "overlap-reference": lambda request: OverlapScorer(),
+    # rank normalisation is relative to the batch by design; identity keeps the contract per pair
+    "ensemble": lambda request: EnsembleScorer(
+        [OverlapScorer(), _cross_encoder("tiny_model", max_length=64)(request)], normalize="identity"
+    ),
     "cached-cross-encoder": lambda request: CachedScorer(_cross_encoder("tiny_model", max_length=64)(request)),
     "cross-encoder-1-logit": _cross_encoder("tiny_model", batch_size=3, max_length=64),
     "cross-encoder-2-logits": _cross_encoder("tiny_model_2labels", batch_size=2, max_length=64),

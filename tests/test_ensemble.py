@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from rerank_plugins.scoring.ensemble import EnsembleScorer, rank_normalize
+from tests.conftest import FixedScorer, OverlapScorer
+
+
+def test_rank_normalize_by_hand() -> None:
+    assert rank_normalize([3.0, 1.0, 2.0]) == [1.0, 0.0, 0.5]
+    assert rank_normalize([5.0, 5.0, 1.0]) == [0.75, 0.75, 0.0]  # tie at ranks 1 and 2 -> 1.5 / 2
+    assert rank_normalize([7.0]) == [1.0]
+
+
+def test_weighted_mean_of_rank_normalised_members() -> None:
+    ens = EnsembleScorer([FixedScorer([3.0, 1.0, 2.0]), FixedScorer([0.0, 0.9, 0.5])], weights=[3, 1])
+    # member 1 ranks: 1, 0, .5 ; member 2 ranks: 0, 1, .5 ; weights .75 / .25
+    assert ens.score([("q", "a")] * 3) == pytest.approx([0.75, 0.25, 0.5])
+
+
+def test_identity_normalisation_averages_raw_scores() -> None:
+    ens = EnsembleScorer([FixedScorer([0.2, 0.8]), FixedScorer([0.4, 0.6])], normalize="identity")
+    assert ens.score([("q", "a")] * 2) == pytest.approx([0.3, 0.7])
+
+
+def test_each_member_is_called_once_per_batch() -> None:
+    a, b = OverlapScorer(), OverlapScorer()
+    EnsembleScorer([a, b]).score([("x y", "x"), ("x y", "y"), ("x y", "z")])
+    assert len(a.calls) == 1
+    assert len(b.calls) == 1
+
+
+def test_bad_settings_and_member_output() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        EnsembleScorer([])
+    with pytest.raises(ValueError, match="weight"):
+        EnsembleScorer([OverlapScorer()], weights=[-1])
+    with pytest.raises(ValueError, match="normalize"):
+        EnsembleScorer([OverlapScorer()], normalize="zscore")  # type: ignore[arg-type]
+    from rerank_plugins import ScorerOutputError
+
+    with pytest.raises(ScorerOutputError):
+        EnsembleScorer([FixedScorer([1.0])]).score([("q", "a"), ("q", "b")])
