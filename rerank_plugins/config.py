@@ -42,11 +42,18 @@ class RerankConfig(BaseModel):
         description="Hugging Face model id or local directory of a cross-encoder. "
         "None selects the model shipped with the package (rerank_plugins.default_model_path()).",
     )
-    scorer: Literal["cross-encoder", "windowed"] = Field(
+    scorer: Literal["cross-encoder", "windowed", "monot5", "rankt5"] = Field(
         default="cross-encoder",
         description="'cross-encoder' truncates passages that do not fit (and flags them); 'windowed' "
-        "scores overlapping windows of long passages and aggregates them (window_* fields).",
+        "scores overlapping windows of long passages and aggregates them (window_* fields); 'monot5' and "
+        "'rankt5' load `model` as a T5 reranker (log p(true), or one token's logit).",
     )
+    duo_model: str | None = Field(
+        default=None,
+        description="A duoT5 model id or path: when set, the duo_top_k best candidates of the pointwise "
+        "scorer are re-ordered pairwise by it (quadratic cost).",
+    )
+    duo_top_k: int = Field(default=10, ge=2, description="Candidates per query re-scored by duoT5.")
     window_tokens: int | None = Field(
         default=None, ge=8, description="Passage tokens per window (None: as many as fit next to the query)."
     )

@@ -105,3 +105,44 @@ class FixedScorer(Scorer):
 @pytest.fixture
 def overlap_scorer() -> OverlapScorer:
     return OverlapScorer()
+
+
+def build_tiny_t5(directory: Path, seed: int = 0) -> Path:
+    """A random 2-layer T5 with a SentencePiece-style tokenizer trained locally (``tokenizers``)."""
+    import torch
+    from tokenizers import SentencePieceUnigramTokenizer
+    from transformers import T5Config, T5ForConditionalGeneration, T5TokenizerFast
+
+    from rerank_plugins.demo import load_demo_corpus
+
+    texts = [p.text for p in load_demo_corpus()]
+    texts += ["Query: Document: Document0: Document1: Relevant: true false"] * 200
+    spm = SentencePieceUnigramTokenizer()
+    spm.train_from_iterator(
+        texts, vocab_size=600, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False
+    )
+    tokenizer = T5TokenizerFast(
+        tokenizer_object=spm._tokenizer, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0
+    )
+    tokenizer.add_tokens(["true", "false"])  # single tokens, like '▁true' / '▁false' in real MonoT5 vocabularies
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=2,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    T5ForConditionalGeneration(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(build_tiny_t5(tmp_path_factory.mktemp("tiny-t5")))

@@ -12,6 +12,7 @@ import pytest
 from rerank_plugins import RerankConfig, Scorer
 from rerank_plugins.scoring.cache import CachedScorer
 from rerank_plugins.scoring.ensemble import EnsembleScorer
+from rerank_plugins.scoring.seq2seq import MonoT5Scorer, RankT5Scorer
 from rerank_plugins.scoring.windowed import WindowedScorer
 from tests.conftest import OverlapScorer
 
@@ -45,6 +46,12 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Scorer]] = {
     "cross-encoder-1-logit": _cross_encoder("tiny_model", batch_size=3, max_length=64),
     "cross-encoder-2-logits": _cross_encoder("tiny_model_2labels", batch_size=2, max_length=64),
     "cross-encoder-raw": _cross_encoder("tiny_model", activation="raw", max_length=128),
+    "monot5": lambda request: MonoT5Scorer(
+        RerankConfig(model=request.getfixturevalue("tiny_t5"), device="cpu", max_length=48)
+    ),
+    "rankt5": lambda request: RankT5Scorer(
+        RerankConfig(model=request.getfixturevalue("tiny_t5"), device="cpu", max_length=48)
+    ),
     "windowed": lambda request: WindowedScorer(_cross_encoder("tiny_model", max_length=32)(request), window=12),
 }
 

@@ -311,6 +311,27 @@ def token_budget_batches(lengths: Sequence[int], max_pairs: int, max_tokens: int
     return batches
 
 
+def _build_scorer(cfg: RerankConfig) -> Scorer:
+    scorer: Scorer
+    if cfg.scorer in ("monot5", "rankt5"):
+        from rerank_plugins.scoring.seq2seq import MonoT5Scorer, RankT5Scorer
+
+        scorer = MonoT5Scorer(cfg) if cfg.scorer == "monot5" else RankT5Scorer(cfg)
+    else:
+        scorer = CrossEncoderScorer(config=cfg)
+        if cfg.scorer == "windowed":
+            from rerank_plugins.scoring.windowed import WindowedScorer
+
+            scorer = WindowedScorer(
+                scorer, window=cfg.window_tokens, stride=cfg.window_stride, how=cfg.window_aggregate
+            )
+    if cfg.duo_model is not None:
+        from rerank_plugins.scoring.seq2seq import DuoT5Scorer
+
+        scorer = DuoT5Scorer(scorer, cfg.merged(model=cfg.duo_model), top_k=cfg.duo_top_k)
+    return scorer
+
+
 def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> Scorer:
     """The process-wide shared :class:`CrossEncoderScorer` for these settings.
 
@@ -332,16 +353,13 @@ def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> Scorer:
         cfg.window_tokens,
         cfg.window_stride,
         cfg.window_aggregate,
+        cfg.duo_model,
+        cfg.duo_top_k,
     )
     with _lock:
         scorer = _scorers.get(key)
     if scorer is None:
-        base = CrossEncoderScorer(config=cfg)
-        created: Scorer = base
-        if cfg.scorer == "windowed":
-            from rerank_plugins.scoring.windowed import WindowedScorer
-
-            created = WindowedScorer(base, window=cfg.window_tokens, stride=cfg.window_stride, how=cfg.window_aggregate)
+        created = _build_scorer(cfg)
         with _lock:
             scorer = _scorers.setdefault(key, created)
     return scorer
