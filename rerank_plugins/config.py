@@ -7,7 +7,7 @@ variables.
 Example:
     >>> cfg = RerankConfig(top_n=3, score_threshold=0.2)
     >>> cfg.top_n, cfg.activation
-    (3, 'sigmoid')
+    (3, 'auto')
     >>> RerankConfig.from_env({"RERANK_PLUGINS_TOP_N": "4", "RERANK_PLUGINS_DEVICE": "cpu"}).top_n
     4
 """

@@ -155,25 +155,28 @@ def merge_candidates(
             order.append((rank, li, _check_candidate(c, rank)))
     order.sort(key=lambda t: (t[0], t[1]))
     kept: list[Candidate] = []
-    by_id: dict[str, int] = {}
+    by_id_and_text: dict[tuple[str, str], int] = {}
+    ids_seen: set[str] = set()
     by_text: dict[str, int] = {}
     dropped: list[tuple[Candidate, str]] = []
     for _, _, c in order:
         text_key = _content_key(c.text)
         target: int | None = None
-        if c.id is not None and c.id in by_id:
-            if kept[by_id[c.id]].text == c.text:
-                target = by_id[c.id]
-            else:
+        if c.id is not None:
+            target = by_id_and_text.get((c.id, text_key))
+            if target is None and c.id in ids_seen:
                 logger.warning("candidates share id %r but differ in text; keeping both", c.id)
         if target is None and (c.id is None or by_content):
             target = by_text.get(text_key)
         if target is None:
             if c.id is not None:
-                by_id.setdefault(c.id, len(kept))
+                by_id_and_text[(c.id, text_key)] = len(kept)
+                ids_seen.add(c.id)
             by_text.setdefault(text_key, len(kept))
             kept.append(c)
             continue
+        if c.id is not None:
+            by_id_and_text.setdefault((c.id, text_key), target)
         first = kept[target]
         scores = [s for s in (first.first_stage_score, c.first_stage_score) if s is not None]
         sources = first.sources + tuple(s for s in c.sources if s not in first.sources)

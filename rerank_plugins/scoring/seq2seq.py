@@ -16,8 +16,8 @@ The document is truncated *before* the prompt is formatted, so the prompt's tail
 Example:
     >>> [round(x, 4) for x in monot5_scores([2.0, 0.0], [0.0, 0.0], "prob")]
     [0.8808, 0.5]
-    >>> duo_aggregate([[0.0, 0.9], [0.2, 0.0]])
-    [1.7, 0.30000000000000004]
+    >>> [round(x, 4) for x in duo_aggregate([[0.0, 0.9], [0.2, 0.0]])]
+    [1.7, 0.3]
 """
 
 from __future__ import annotations
