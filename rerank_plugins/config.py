@@ -42,11 +42,24 @@ class RerankConfig(BaseModel):
         description="Hugging Face model id or local directory of a cross-encoder. "
         "None selects the model shipped with the package (rerank_plugins.default_model_path()).",
     )
-    scorer: Literal["cross-encoder", "windowed", "monot5", "rankt5"] = Field(
+    scorer: Literal["cross-encoder", "windowed", "monot5", "rankt5", "ensemble"] = Field(
         default="cross-encoder",
         description="'cross-encoder' truncates passages that do not fit (and flags them); 'windowed' "
         "scores overlapping windows of long passages and aggregates them (window_* fields); 'monot5' and "
-        "'rankt5' load `model` as a T5 reranker (log p(true), or one token's logit).",
+        "'rankt5' load `model` as a T5 reranker (log p(true), or one token's logit); 'ensemble' combines "
+        "the scorers described by `members`.",
+    )
+    members: tuple[RerankConfig, ...] = Field(
+        default=(),
+        description="Member scorer settings of scorer='ensemble' (each a full config; only its scoring fields matter).",
+    )
+    member_weights: tuple[float, ...] | None = Field(
+        default=None, description="Weights of the ensemble members (None: equal)."
+    )
+    ensemble_normalize: Literal["rank", "identity"] = Field(
+        default="rank",
+        description="'rank': members' scores are rank-normalised per query before averaging; 'identity': "
+        "averaged as they are (for calibrated members).",
     )
     duo_model: str | None = Field(
         default=None,
@@ -164,6 +177,10 @@ class RerankConfig(BaseModel):
                 f"score_threshold={t} is outside [0, 1], the range of {self.activation} scores; "
                 "use a value in [0, 1] or set activation='raw' for a logit threshold"
             )
+        if self.scorer == "ensemble" and not self.members:
+            raise ValueError("scorer='ensemble' needs at least one entry in members")
+        if self.member_weights is not None and len(self.member_weights) != len(self.members):
+            raise ValueError(f"{len(self.member_weights)} member_weights for {len(self.members)} members")
         if self.top_n is not None and self.min_keep > self.top_n:
             raise ValueError(f"min_keep={self.min_keep} exceeds top_n={self.top_n}; lower min_keep or raise top_n")
         return self

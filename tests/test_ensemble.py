@@ -41,3 +41,33 @@ def test_bad_settings_and_member_output() -> None:
 
     with pytest.raises(ScorerOutputError):
         EnsembleScorer([FixedScorer([1.0])]).score([("q", "a"), ("q", "b")])
+
+
+def test_ensemble_from_a_toml_config(tiny_model: str, tiny_model_2labels: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from rerank_plugins import RerankConfig
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, get_scorer
+
+    path = tmp_path / "ensemble.toml"
+    path.write_text(
+        f'scorer = "ensemble"\nmember_weights = [2.0, 1.0]\n'
+        f'[[members]]\nmodel = "{tiny_model}"\ndevice = "cpu"\n'
+        f'[[members]]\nmodel = "{tiny_model_2labels}"\ndevice = "cpu"\nscorer = "windowed"\n'
+    )
+    cfg = RerankConfig.from_file(path)
+    scorer = get_scorer(cfg)
+    assert isinstance(scorer, EnsembleScorer)
+    assert scorer.weights == pytest.approx([2 / 3, 1 / 3])
+    assert isinstance(scorer.members[0], CrossEncoderScorer)
+    pairs = [("q", "bread"), ("q", "venus is hot"), ("q", "coffee")]
+    first = rank_normalize(scorer.members[0].score(pairs))
+    second = rank_normalize(scorer.members[1].score(pairs))
+    assert scorer.score(pairs) == pytest.approx([2 / 3 * a + 1 / 3 * b for a, b in zip(first, second, strict=True)])
+
+
+def test_ensemble_config_needs_members() -> None:
+    from pydantic import ValidationError
+
+    from rerank_plugins import RerankConfig
+
+    with pytest.raises(ValidationError, match="needs at least one"):
+        RerankConfig(scorer="ensemble")

@@ -313,7 +313,13 @@ def token_budget_batches(lengths: Sequence[int], max_pairs: int, max_tokens: int
 
 def _build_scorer(cfg: RerankConfig) -> Scorer:
     scorer: Scorer
-    if cfg.scorer in ("monot5", "rankt5"):
+    if cfg.scorer == "ensemble":
+        from rerank_plugins.scoring.ensemble import EnsembleScorer
+
+        scorer = EnsembleScorer(
+            [get_scorer(m) for m in cfg.members], weights=cfg.member_weights, normalize=cfg.ensemble_normalize
+        )
+    elif cfg.scorer in ("monot5", "rankt5"):
         from rerank_plugins.scoring.seq2seq import MonoT5Scorer, RankT5Scorer
 
         scorer = MonoT5Scorer(cfg) if cfg.scorer == "monot5" else RankT5Scorer(cfg)
@@ -341,7 +347,7 @@ def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> Scorer:
     """
     cfg = (config or RerankConfig()).merged(**overrides) if overrides else (config or RerankConfig())
     key = (
-        resolve_model(cfg.model),
+        None if cfg.scorer == "ensemble" else resolve_model(cfg.model),
         cfg.device,
         cfg.dtype,
         cfg.trust_remote_code,
@@ -355,6 +361,9 @@ def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> Scorer:
         cfg.window_aggregate,
         cfg.duo_model,
         cfg.duo_top_k,
+        cfg.members,
+        cfg.member_weights,
+        cfg.ensemble_normalize,
     )
     with _lock:
         scorer = _scorers.get(key)
