@@ -131,7 +131,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.depth <= 0:
         raise RerankPluginsError(f"--depth must be positive, got {args.depth}")
     ds = load_beir(Path(args.data), args.split)
-    scorer = None if args.no_rerank else get_scorer(_config_from_args(args))
+    scorer: Any = None
+    if args.variants:
+        base = _config_from_args(args)
+        scorer = {
+            Path(f).stem: get_scorer(
+                RerankConfig.from_mapping({**base.model_dump(exclude_unset=True), **load_settings_file(f)})
+            )
+            for f in args.variants
+        }
+    elif not args.no_rerank:
+        scorer = get_scorer(_config_from_args(args))
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     rerank_stages = [s.strip() for s in args.rerank_stages.split(",")] if args.rerank_stages else None
     unknown = set(stages) - {"bm25", "dense", "hybrid", "list order"}
@@ -308,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--depth", type=int, default=100, help="candidates per query (default 100)")
     ev.add_argument("--limit", type=int, help="evaluate only the first N queries")
     ev.add_argument("--no-rerank", action="store_true", help="first stages only")
+    ev.add_argument(
+        "--variants",
+        nargs="+",
+        help="settings files (.toml/.yaml/.json), each a scorer variant compared on the same candidates",
+    )
+    ev.add_argument(
+        "--first-stage-weight", type=float, default=0.0, help="blend relevance with first-stage rank (0..1, default 0)"
+    )
     ev.add_argument("--output", help="write the report as JSON here")
     _add_model_options(ev)
     ev.set_defaults(func=_cmd_eval)

@@ -177,3 +177,36 @@ def test_train_and_eval_commands_on_a_toy_dataset(
     code, _, err = run(["eval", "--data", str(root), "--split", "dev", "--stages", "bm42", "--no-rerank"], monkeypatch)
     assert code == 2
     assert "unknown first stage" in err
+
+
+def test_eval_compares_variants_on_the_same_candidates(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("bm25s")
+    from tests.test_training import _toy_beir
+
+    root = _toy_beir(tmp_path / "toy")
+    (tmp_path / "short.toml").write_text("max_length = 16\n")
+    (tmp_path / "windows.toml").write_text('scorer = "windowed"\nmax_length = 16\n')
+    code, out, err = run(
+        [
+            "eval",
+            "--data",
+            str(root),
+            "--split",
+            "dev",
+            "--stages",
+            "bm25",
+            "--model",
+            tiny_model,
+            "--device",
+            "cpu",
+            "--variants",
+            str(tmp_path / "short.toml"),
+            str(tmp_path / "windows.toml"),
+        ],
+        monkeypatch,
+    )
+    assert code == 0, err
+    assert "bm25 + short" in out
+    assert "bm25 + windows" in out

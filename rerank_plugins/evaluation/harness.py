@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,7 +134,7 @@ class EvalReport:
 
 def run_evaluation(
     ds: BeirDataset,
-    scorer: Scorer | None,
+    scorer: Scorer | Mapping[str, Scorer] | None,
     *,
     stages: Sequence[str] = ("bm25", "dense", "hybrid"),
     rerank_stages: Sequence[str] | None = None,
@@ -142,9 +142,15 @@ def run_evaluation(
     metrics: Sequence[str] | None = None,
     limit: int | None = None,
     dense_model: str | None = None,
+    first_stage_weight: float = 0.0,
     progress: bool | None = None,
 ) -> EvalReport:
-    """Evaluate first stages and, when ``scorer`` is given, each of ``rerank_stages`` reranked."""
+    """Evaluate first stages and each of ``rerank_stages`` reranked by each scorer.
+
+    ``scorer`` is one scorer (rows ``"<stage> + rerank"``) or a mapping of names to
+    scorers compared on the same candidates (rows ``"<stage> + <name>"``); first
+    stages are computed once.
+    """
     metrics = list(metrics or default_metrics(ds))
     qids = _query_ids(ds, limit)
     if ds.candidates and "list order" not in stages:
@@ -154,32 +160,37 @@ def run_evaluation(
     rows: list[dict[str, Any]] = []
     for name, run in runs.items():
         rows.append({"system": name, **evaluate(qrels, run, metrics), "ms/query": 1000 * cost.get(name, 0.0)})
-    if scorer is not None:
-        memo = CachedScorer(scorer, max_entries=None)
-        cfg = RerankConfig(top_n=None, max_candidates=None, dedupe_by_content=False)
+    scorers: Mapping[str, Scorer] = (
+        {} if scorer is None else {"rerank": scorer} if isinstance(scorer, Scorer) else scorer
+    )
+    cfg = RerankConfig(top_n=None, max_candidates=None, dedupe_by_content=False, first_stage_weight=first_stage_weight)
+    for label, member in scorers.items():
+        memo = CachedScorer(member, max_entries=None)
         for name in rerank_stages if rerank_stages is not None else list(runs):
             reranked: Run = {}
             t = time.perf_counter()
             before = memo.misses
-            for q in tqdm(qids, desc=f"rerank {name}", disable=None if progress is None else not progress):
+            for q in tqdm(qids, desc=f"{label} {name}", disable=None if progress is None else not progress):
                 top = ranked_ids(runs[name][q])[:depth]
                 cands = [Candidate(d, ds.doc_text(d)) for d in top]
                 result = rerank_candidates(ds.queries[q], cands, memo, cfg)
-                reranked[q] = {str(r.candidate.id): r.score for r in result.items}
+                reranked[q] = {
+                    str(r.candidate.id): r.rank_score if r.rank_score is not None else r.score for r in result.items
+                }
             seconds = time.perf_counter() - t
             new_pairs = memo.misses - before
             rows.append(
                 {
-                    "system": f"{name} + rerank",
+                    "system": f"{name} + {label}",
                     **evaluate(qrels, reranked, metrics),
-                    # cost of this row alone: pairs already scored for an earlier row are free here,
-                    # so report the scoring rate and an all-fresh estimate as well
+                    # pairs already scored for an earlier row of this scorer are free here
                     "ms/query": 1000 * (cost.get(name, 0.0) + seconds / max(1, len(qids))),
                     "new pairs": new_pairs,
                     "pairs/s": new_pairs / seconds if seconds > 0 and new_pairs else None,
                 }
             )
-    return EvalReport(ds.name, ds.split, len(qids), depth, scorer.name if scorer else "", rows)
+    names = [s.name for s in scorers.values()]
+    return EvalReport(ds.name, ds.split, len(qids), depth, ", ".join(names), rows)
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
