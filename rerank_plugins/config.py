@@ -76,6 +76,17 @@ class RerankConfig(BaseModel):
     window_aggregate: Literal["max", "first", "mean-top2"] = Field(
         default="max", description="How window scores combine into the passage score."
     )
+    cache_entries: int = Field(
+        default=0,
+        ge=0,
+        description="Keep the scores of this many recent (query, passage) pairs in memory, so repeated "
+        "queries and overlapping candidate sets are not scored again (0: no cache).",
+    )
+    cache_path: str | None = Field(
+        default=None,
+        description="SQLite file that also keeps cached scores across processes (a broken file is bypassed "
+        "with a warning).",
+    )
     device: str = Field(
         default="auto",
         description="'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'.",

@@ -335,6 +335,10 @@ def _build_scorer(cfg: RerankConfig) -> Scorer:
         from rerank_plugins.scoring.seq2seq import DuoT5Scorer
 
         scorer = DuoT5Scorer(scorer, cfg.merged(model=cfg.duo_model), top_k=cfg.duo_top_k)
+    if cfg.cache_entries or cfg.cache_path:
+        from rerank_plugins.scoring.cache import CachedScorer
+
+        scorer = CachedScorer(scorer, max_entries=cfg.cache_entries or None, path=cfg.cache_path)
     return scorer
 
 
@@ -364,6 +368,8 @@ def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> Scorer:
         cfg.members,
         cfg.member_weights,
         cfg.ensemble_normalize,
+        cfg.cache_entries,
+        cfg.cache_path,
     )
     with _lock:
         scorer = _scorers.get(key)
