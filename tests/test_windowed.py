@@ -86,3 +86,11 @@ def test_selected_from_config(tiny_model: str) -> None:
     assert isinstance(scorer, WindowedScorer)
     assert scorer.how == "first"
     assert get_scorer(CPU, model=tiny_model, scorer="windowed", window_tokens=16, window_aggregate="first") is scorer
+
+
+def test_windowed_and_truncated_scores_never_share_cache_entries(tiny_model: str) -> None:
+    from rerank_plugins.scoring.cache import CachedScorer
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+
+    inner = CrossEncoderScorer(tiny_model, config=CPU, max_length=32)
+    assert CachedScorer(WindowedScorer(inner))._prefix != CachedScorer(inner)._prefix

@@ -67,8 +67,6 @@ class CachedScorer(Scorer):
         self.max_entries = max_entries
         if fingerprint is None:
             fingerprint = getattr(inner, "fingerprint", None)
-        if fingerprint is None:  # e.g. a windowed cross-encoder: use its inner scorer's settings
-            fingerprint = getattr(getattr(inner, "inner", None), "fingerprint", None)
         self._prefix = f"{inner.name}|{fingerprint or ''}"
         self._memory: OrderedDict[tuple[str, str, str], tuple[float, PairNote]] = OrderedDict()
         self._lock = threading.Lock()

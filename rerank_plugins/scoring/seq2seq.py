@@ -152,6 +152,11 @@ class MonoT5Scorer(Scorer):
         self.mode = mode
         self.true_id, self.false_id = self._t5.token_id(tokens[0]), self._t5.token_id(tokens[1])
 
+    @property
+    def fingerprint(self) -> str:
+        """Settings that change a score (a cache key part)."""
+        return f"{type(self).__name__}|{self.mode}|{self.true_id},{self.false_id}|{self.config.max_length}"
+
     def _prompts(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[PairNote]]:
         prompts, notes = [], []
         fixed = self._t5.count(self.template.format(query="", document="")) + 1  # + </s>

@@ -87,6 +87,11 @@ class WindowedScorer(Scorer):
         self.how = how
         aggregate([0.0], how)  # fail early on an unknown aggregate
 
+    @property
+    def fingerprint(self) -> str:
+        """Settings that change a score (a cache key part)."""
+        return f"windowed({self.window},{self.stride},{self.how})|{self.inner.fingerprint}"
+
     def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
         pairs = list(pairs)
         if not pairs:
