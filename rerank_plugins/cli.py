@@ -29,7 +29,8 @@ def _quiet_frameworks() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+    for name in ("sentence_transformers", "bm25s"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _config_from_args(args: argparse.Namespace) -> RerankConfig:

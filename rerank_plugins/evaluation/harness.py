@@ -3,8 +3,8 @@
 For a BEIR-layout split it builds each first stage over the corpus (BM25, dense,
 hybrid RRF), or, for datasets with official candidate lists (WikiQA, TrecQA),
 ranks each question's own list (plus the list order itself as ``list order``).
-Each first stage's top ``depth`` is then reranked by the scorer through the same
-pipeline the adapters use. A pair scored for one first stage is not scored again
+Each first stage's top ``depth`` (the whole list for official candidate lists) is
+then reranked by the scorer through the same pipeline the adapters use. A pair scored for one first stage is not scored again
 for another (same model, same pair, same score).
 
 Example:
@@ -171,7 +171,8 @@ def run_evaluation(
             t = time.perf_counter()
             before = memo.misses
             for q in tqdm(qids, desc=f"{label} {name}", disable=None if progress is None else not progress):
-                top = ranked_ids(runs[name][q])[:depth]
+                # official candidate lists are reranked whole; corpus first stages to ``depth``
+                top = ranked_ids(runs[name][q])[: None if ds.candidates else depth]
                 cands = [Candidate(d, ds.doc_text(d)) for d in top]
                 result = rerank_candidates(ds.queries[q], cands, memo, cfg)
                 reranked[q] = {
