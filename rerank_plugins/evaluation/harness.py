@@ -4,8 +4,9 @@ For a BEIR-layout split it builds each first stage over the corpus (BM25, dense,
 hybrid RRF), or, for datasets with official candidate lists (WikiQA, TrecQA),
 ranks each question's own list (plus the list order itself as ``list order``).
 Each first stage's top ``depth`` (the whole list for official candidate lists) is
-then reranked by the scorer through the same pipeline the adapters use. A pair scored for one first stage is not scored again
-for another (same model, same pair, same score).
+then reranked by the scorer through the same pipeline the adapters use. A pair
+scored for one first stage is not scored again for another (same model, same
+pair, same score).
 
 Example:
     >>> from rerank_plugins.evaluation.harness import format_table
