@@ -210,3 +210,13 @@ def test_eval_compares_variants_on_the_same_candidates(
     assert code == 0, err
     assert "bm25 + short" in out
     assert "bm25 + windows" in out
+
+
+def test_export_command(tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, err = run(["export", tiny_model, str(tmp_path / "shipped")], monkeypatch)
+    assert code == 0, err
+    assert "float16" in out
+    assert (tmp_path / "shipped" / "model.safetensors").is_file()
+    code, _, err = run(["export", str(tmp_path / "missing"), str(tmp_path / "x")], monkeypatch)
+    assert code == 2
+    assert "does not exist" in err
