@@ -42,12 +42,13 @@ class RerankConfig(BaseModel):
         description="Hugging Face model id or local directory of a cross-encoder. "
         "None selects the model shipped with the package (rerank_plugins.default_model_path()).",
     )
-    scorer: Literal["cross-encoder", "windowed", "monot5", "rankt5", "ensemble"] = Field(
+    scorer: Literal["cross-encoder", "windowed", "monot5", "rankt5", "ensemble", "bi-encoder"] = Field(
         default="cross-encoder",
         description="'cross-encoder' truncates passages that do not fit (and flags them); 'windowed' "
         "scores overlapping windows of long passages and aggregates them (window_* fields); 'monot5' and "
         "'rankt5' load `model` as a T5 reranker (log p(true), or one token's logit); 'ensemble' combines "
-        "the scorers described by `members`.",
+        "the scorers described by `members`; 'bi-encoder' scores by embedding cosine (`model`: a "
+        "sentence-transformers bi-encoder, default all-MiniLM-L6-v2), mainly as an ensemble member.",
     )
     members: tuple[RerankConfig, ...] = Field(
         default=(),

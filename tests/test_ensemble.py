@@ -71,3 +71,17 @@ def test_ensemble_config_needs_members() -> None:
 
     with pytest.raises(ValidationError, match="needs at least one"):
         RerankConfig(scorer="ensemble")
+
+
+@pytest.mark.slow
+def test_bi_encoder_member_from_the_config(minilm_dir: str) -> None:
+    from rerank_plugins import RerankConfig
+    from rerank_plugins.retrieval.dense import BiEncoderScorer
+    from rerank_plugins.scoring.cross_encoder import get_scorer
+
+    scorer = get_scorer(RerankConfig(scorer="bi-encoder", model=minilm_dir))
+    assert isinstance(scorer, BiEncoderScorer)
+    hot, cold = scorer.score(
+        [("which planet is hottest", "Venus is the hottest planet"), ("which planet is hottest", "Bread rises")]
+    )
+    assert hot > cold

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from rerank_plugins import RerankConfig, Scorer
+from rerank_plugins.retrieval.dense import BiEncoderScorer
 from rerank_plugins.scoring.cache import CachedScorer
 from rerank_plugins.scoring.ensemble import EnsembleScorer
 from rerank_plugins.scoring.seq2seq import MonoT5Scorer, RankT5Scorer
@@ -38,6 +39,7 @@ def _cross_encoder(fixture: str, **settings: object) -> Callable[[pytest.Fixture
 
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Scorer]] = {
     "overlap-reference": lambda request: OverlapScorer(),
+    "bi-encoder": lambda request: BiEncoderScorer(request.getfixturevalue("minilm_dir")),
     # rank normalisation is relative to the batch by design; identity keeps the contract per pair
     "ensemble": lambda request: EnsembleScorer(
         [OverlapScorer(), _cross_encoder("tiny_model", max_length=64)(request)], normalize="identity"

@@ -14,8 +14,9 @@ from typing import Any
 
 from rerank_plugins._extras import require
 from rerank_plugins.errors import ModelLoadError
+from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_scores
 
-__all__ = ["DenseIndex", "default_bi_encoder_path", "get_bi_encoder"]
+__all__ = ["BiEncoderScorer", "DenseIndex", "default_bi_encoder_path", "get_bi_encoder"]
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -95,3 +96,30 @@ class DenseIndex:
             top = sorted(top.tolist(), key=lambda i: (-float(row[i]), i))
             out.append([(int(i), float(row[i])) for i in top])
         return out
+
+
+class BiEncoderScorer(Scorer):
+    """Cosine similarity of bi-encoder embeddings as a scorer (fast; a member for ensembles).
+
+    Args:
+        model: Bi-encoder id or path (default: the shipped all-MiniLM-L6-v2).
+        batch_size: Encoding batch size.
+    """
+
+    def __init__(self, model: str | None = None, *, batch_size: int = 64) -> None:
+        self._encoder = get_bi_encoder(model)
+        self._lock = threading.Lock()
+        self.batch_size = batch_size
+        self.name = f"bi-encoder({model or 'all-MiniLM-L6-v2'})"
+
+    def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
+        pairs = list(pairs)
+        if not pairs:
+            return ScoredPairs([], [])
+        queries = sorted({q for q, _ in pairs})
+        with self._lock:
+            q_emb = self._encoder.encode(queries, batch_size=self.batch_size, normalize_embeddings=True)
+            p_emb = self._encoder.encode([p for _, p in pairs], batch_size=self.batch_size, normalize_embeddings=True)
+        row = {q: i for i, q in enumerate(queries)}
+        scores = [float(q_emb[row[q]] @ p_emb[i]) for i, (q, _) in enumerate(pairs)]
+        return ScoredPairs(check_scores(scores, len(pairs), self.name), [PairNote()] * len(pairs))

@@ -319,6 +319,10 @@ def _build_scorer(cfg: RerankConfig) -> Scorer:
         scorer = EnsembleScorer(
             [get_scorer(m) for m in cfg.members], weights=cfg.member_weights, normalize=cfg.ensemble_normalize
         )
+    elif cfg.scorer == "bi-encoder":
+        from rerank_plugins.retrieval.dense import BiEncoderScorer
+
+        scorer = BiEncoderScorer(cfg.model)
     elif cfg.scorer in ("monot5", "rankt5"):
         from rerank_plugins.scoring.seq2seq import MonoT5Scorer, RankT5Scorer
 
@@ -351,7 +355,7 @@ def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> Scorer:
     """
     cfg = (config or RerankConfig()).merged(**overrides) if overrides else (config or RerankConfig())
     key = (
-        None if cfg.scorer == "ensemble" else resolve_model(cfg.model),
+        cfg.model if cfg.scorer in ("ensemble", "bi-encoder") else resolve_model(cfg.model),
         cfg.device,
         cfg.dtype,
         cfg.trust_remote_code,
