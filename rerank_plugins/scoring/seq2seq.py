@@ -178,8 +178,10 @@ class MonoT5Scorer(Scorer):
             return ScoredPairs([], [])
         prompts, notes = self._prompts(pairs)
         logits = self._t5.first_step_logits(prompts, self.config.max_length, self.config.batch_size)
-        scores = monot5_scores(logits[:, self.true_id].tolist(), logits[:, self.false_id].tolist(), self.mode)
-        return ScoredPairs(check_scores(scores, len(pairs), self.name), notes)
+        return ScoredPairs(check_scores(self._scores(logits), len(pairs), self.name), notes)
+
+    def _scores(self, logits: Any) -> list[float]:
+        return monot5_scores(logits[:, self.true_id].tolist(), logits[:, self.false_id].tolist(), self.mode)
 
 
 class RankT5Scorer(MonoT5Scorer):
@@ -193,13 +195,8 @@ class RankT5Scorer(MonoT5Scorer):
     def __init__(self, config: RerankConfig | None = None, *, token: str = "true", **overrides: Any) -> None:
         super().__init__(config, tokens=(token, token), **overrides)
 
-    def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
-        pairs = list(pairs)
-        if not pairs:
-            return ScoredPairs([], [])
-        prompts, notes = self._prompts(pairs)
-        logits = self._t5.first_step_logits(prompts, self.config.max_length, self.config.batch_size)
-        return ScoredPairs(check_scores(logits[:, self.true_id].tolist(), len(pairs), self.name), notes)
+    def _scores(self, logits: Any) -> list[float]:
+        return [float(x) for x in logits[:, self.true_id].tolist()]
 
 
 class DuoT5Scorer(Scorer):

@@ -15,6 +15,7 @@ optimizer state, in ``<output>/last`` so an interrupted run resumes.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -152,31 +153,21 @@ def build_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, An
                 dense_hits = dense_index.search_many([ds.queries[q] for q in qids], k=config.mining_depth)
             for qid, hits, dhits in zip(qids, all_hits, dense_hits, strict=True):
                 positives = {d for d, g in ds.qrels[qid].items() if g > 0 and d in ds.corpus}
-                dense_mined: dict[str, tuple[str, ...]] = {}
-                if config.n_dense_negatives:
-                    for g in mine_from_retriever(
-                        ds.queries[qid],
-                        positives,
-                        [(corpus_ids[i], s) for i, s in dhits],
-                        ds.doc_text,
-                        n_negatives=config.n_dense_negatives,
-                        skip_top=config.skip_top,
-                        margin=config.margin,
-                        rng=rng,
-                        source=ds.name,
-                    ):
-                        dense_mined[g.positive] = g.negatives
-                mined = mine_from_retriever(
+                mine = functools.partial(
+                    mine_from_retriever,
                     ds.queries[qid],
                     positives,
-                    [(corpus_ids[i], s) for i, s in hits],
-                    ds.doc_text,
-                    n_negatives=config.n_hard_negatives,
+                    text_of=ds.doc_text,
                     skip_top=config.skip_top,
                     margin=config.margin,
                     rng=rng,
                     source=ds.name,
                 )
+                dense_mined: dict[str, tuple[str, ...]] = {}
+                if config.n_dense_negatives:
+                    for g in mine([(corpus_ids[i], s) for i, s in dhits], n_negatives=config.n_dense_negatives):
+                        dense_mined[g.positive] = g.negatives
+                mined = mine([(corpus_ids[i], s) for i, s in hits], n_negatives=config.n_hard_negatives)
                 for g in mined:
                     extra = _random_negatives(corpus_ids, positives, config.n_random_negatives, rng)
                     dense_negs = tuple(t for t in dense_mined.get(g.positive, ()) if t not in g.negatives)
