@@ -161,6 +161,11 @@ class RerankConfig(BaseModel):
         default=False,
         description="Allow a model repository to run its own Python code. Off by default.",
     )
+    allow_pickle_weights: bool = Field(
+        default=False,
+        description="Accept pickle-based weight files (pytorch_model.bin), which can run code when loaded. "
+        "Off by default: only safetensors weights load.",
+    )
     allow_download: bool = Field(
         default=False,
         description="Allow fetching a model id from the Hugging Face Hub. Off by default: only "

@@ -167,3 +167,20 @@ def test_small_token_budget_gives_the_same_scores(tiny_model: str) -> None:
     roomy = CrossEncoderScorer(tiny_model, config=CPU, max_batch_tokens=None).score(pairs)
     tight = CrossEncoderScorer(tiny_model, config=CPU, max_batch_tokens=64).score(pairs)
     assert tight == pytest.approx(roomy, abs=1e-5)
+
+
+def test_pickle_weights_are_refused_unless_allowed(tiny_model: str, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    import torch
+
+    legacy = tmp_path / "legacy"
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model)
+    model.config.save_pretrained(legacy)
+    torch.save(model.state_dict(), legacy / "pytorch_model.bin")  # the legacy pickle format
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(legacy)
+    assert not list(legacy.glob("*.safetensors"))
+    with pytest.raises(ModelLoadError, match="allow_pickle_weights=True"):
+        CrossEncoderScorer(str(legacy), config=CPU)
+    scorer = CrossEncoderScorer(str(legacy), config=CPU, allow_pickle_weights=True)
+    assert len(scorer.score([("q", "p")])) == 1

@@ -1,6 +1,6 @@
 """Cross-encoder scoring on sentence-transformers ``CrossEncoder``.
 
-The model is loaded once per (model, device, dtype, trust_remote_code) per process
+The model is loaded once per (model, device, dtype, trust and pickle settings) per process
 and shared: :func:`get_scorer` hands every adapter the same object for the same
 settings, and scorers with different batch sizes or lengths still share one copy
 of the weights.
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 _MIN_PASSAGE_TOKENS = 8
 _lock = threading.Lock()
-_models: dict[tuple[str, str, str, bool], _LoadedModel] = {}
+_models: dict[tuple[str, str, str, bool, bool], _LoadedModel] = {}
 _scorers: dict[tuple[Any, ...], Scorer] = {}
 
 
@@ -99,7 +99,8 @@ class _LoadedModel:
         return int(self.tokenizer.num_special_tokens_to_add(pair=True))
 
 
-def _load(name: str, device: str, dtype: str, trust_remote_code: bool, allow_download: bool) -> _LoadedModel:
+def _load(name: str, device: str, dtype: str, config: RerankConfig) -> _LoadedModel:
+    trust_remote_code, allow_download = config.trust_remote_code, config.allow_download
     torch = require("torch", "Cross-encoder scoring")
     st = require("sentence_transformers", "Cross-encoder scoring")
     is_local = Path(name).expanduser().exists()
@@ -117,10 +118,17 @@ def _load(name: str, device: str, dtype: str, trust_remote_code: bool, allow_dow
             device=device,
             trust_remote_code=trust_remote_code,
             local_files_only=not allow_download,
-            model_kwargs={"dtype": getattr(torch, dtype)},
+            # safetensors only, unless the user accepts pickle-based weight files (code execution risk)
+            model_kwargs={"dtype": getattr(torch, dtype), "use_safetensors": not config.allow_pickle_weights},
         )
     except Exception as exc:  # every loader failure gets one actionable message
-        if is_local:
+        if is_local and not config.allow_pickle_weights and not any(Path(name).expanduser().glob("*.safetensors")):
+            hint = (
+                "It has no .safetensors weights, and pickle-based files (pytorch_model.bin) are refused by "
+                "default because loading them can run code. Convert it with save_pretrained(safe_serialization=True), "
+                "or set allow_pickle_weights=True if you trust its source."
+            )
+        elif is_local:
             hint = (
                 "The directory exists but could not be loaded: check it holds config.json, tokenizer files "
                 "and complete weights (model.safetensors), e.g. by saving it again with save_pretrained()."
@@ -153,11 +161,11 @@ def _shared_model(config: RerankConfig) -> _LoadedModel:
     name = resolve_model(config.model)
     device = resolve_device(config.device)
     dtype = _resolve_dtype(config.dtype, device)
-    key = (name, device, dtype, config.trust_remote_code)
+    key = (name, device, dtype, config.trust_remote_code, config.allow_pickle_weights)
     with _lock:
         loaded = _models.get(key)
         if loaded is None:
-            loaded = _load(name, device, dtype, config.trust_remote_code, config.allow_download)
+            loaded = _load(name, device, dtype, config)
             _models[key] = loaded
         return loaded
 
