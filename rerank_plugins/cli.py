@@ -150,7 +150,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise RerankPluginsError(f"unknown first stage(s) {sorted(unknown)}; use bm25, dense, hybrid")
     report = run_evaluation(ds, scorer, stages=stages, rerank_stages=rerank_stages, depth=args.depth, limit=args.limit)
     print(f"{ds.name}/{ds.split}: {report.queries} queries, depth {report.depth}, reranker: {report.model or 'none'}")
-    print(format_table(report.rows))
+    print(format_table(report.rows, markdown=args.markdown))
     if args.output:
         write_report(report, Path(args.output))
         print(f"wrote {args.output}")
@@ -342,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--first-stage-weight", type=float, default=0.0, help="blend relevance with first-stage rank (0..1, default 0)"
     )
     ev.add_argument("--output", help="write the report as JSON here")
+    ev.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     _add_model_options(ev)
     ev.set_defaults(func=_cmd_eval)
 

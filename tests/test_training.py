@@ -171,6 +171,7 @@ def test_harness_reports_first_stages_and_reranked_rows(tmp_path: Path) -> None:
     assert report.rows[0]["map"] == pytest.approx(1.0)  # positives come first in the toy lists
     assert report.rows[3]["new pairs"] == 0  # the same pairs were scored for 'list order'
     assert "bm25 + rerank" in format_table(report.rows)
+    assert format_table(report.rows, markdown=True).startswith("| system |")
     assert json.loads(report.to_json())["queries"] == 2
 
 

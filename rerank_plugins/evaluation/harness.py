@@ -195,8 +195,8 @@ def run_evaluation(
     return EvalReport(ds.name, ds.split, len(qids), depth, ", ".join(names), rows)
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table, numbers right-aligned (4 decimals for metrics)."""
+def format_table(rows: Sequence[dict[str, Any]], *, markdown: bool = False) -> str:
+    """A plain-text (or Markdown) table, numbers right-aligned (4 decimals for metrics)."""
     if not rows:
         return ""
     cols = list(dict.fromkeys(k for r in rows for k in r))
@@ -209,6 +209,15 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         return str(v)
 
     table = [[cell(r.get(c), c) for c in cols] for r in rows]
+    if markdown:
+        head = (
+            "| "
+            + " | ".join(cols)
+            + " |\n|"
+            + "|".join(" --- " if i == 0 else " ---: " for i in range(len(cols)))
+            + "|"
+        )
+        return head + "\n" + "\n".join("| " + " | ".join(row) + " |" for row in table)
     widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cols, widths, strict=True)))]
     for row in table:
