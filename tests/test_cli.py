@@ -220,3 +220,13 @@ def test_export_command(tiny_model: str, tmp_path: Path, monkeypatch: pytest.Mon
     code, _, err = run(["export", str(tmp_path / "missing"), str(tmp_path / "x")], monkeypatch)
     assert code == 2
     assert "does not exist" in err
+
+
+@pytest.mark.slow
+def test_demo_runs_with_no_arguments_on_the_shipped_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rerank_plugins import default_model_path
+
+    code, out, err = run(["demo"], monkeypatch)
+    assert code == 0, err
+    assert f"cross-encoder: {default_model_path()}" in out
+    assert "LangChain" in out
