@@ -170,9 +170,8 @@ def test_small_token_budget_gives_the_same_scores(tiny_model: str) -> None:
 
 
 def test_pickle_weights_are_refused_unless_allowed(tiny_model: str, tmp_path: Path) -> None:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     legacy = tmp_path / "legacy"
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model)
