@@ -191,6 +191,7 @@ def run_evaluation(
                     "pairs/s": new_pairs / seconds if seconds > 0 and new_pairs else None,
                 }
             )
+            logger.info("%s", rows[-1])  # long runs: each row as soon as it is measured (-v)
     names = [s.name for s in scorers.values()]
     return EvalReport(ds.name, ds.split, len(qids), depth, ", ".join(names), rows)
 
