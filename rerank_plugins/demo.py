@@ -27,7 +27,7 @@ def _read_jsonl(name: str) -> list[dict[str, Any]]:
 
 def load_demo_corpus() -> list[DemoPassage]:
     """The bundled corpus: short passages on six topics, with near-miss distractors."""
-    return [DemoPassage(r["id"], r["title"], r["text"]) for r in _read_jsonl("demo_corpus.jsonl")]
+    return [DemoPassage(r["id"], r["title"], r["text"]) for r in _read_jsonl("demo_passages.jsonl")]
 
 
 def load_demo_questions() -> list[tuple[str, str]]:
