@@ -42,6 +42,17 @@ _MIN_PASSAGE_TOKENS = 8
 _lock = threading.Lock()
 _models: dict[tuple[str, str, str, bool, bool], _LoadedModel] = {}
 _scorers: dict[tuple[Any, ...], Scorer] = {}
+#: Settings used by the pipeline only (selection, dedupe, text): they never change a score.
+_PIPELINE_ONLY = (
+    "top_n",
+    "score_threshold",
+    "min_keep",
+    "max_candidates",
+    "first_stage_weight",
+    "dedupe_by_content",
+    "text",
+    "metadata_keys",
+)
 
 
 def resolve_model(model: str | None) -> str:
@@ -362,26 +373,11 @@ def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> Scorer:
     over one shared copy of the weights.
     """
     cfg = (config or RerankConfig()).merged(**overrides) if overrides else (config or RerankConfig())
+    # Every setting except those the pipeline applies after scoring can change a score,
+    # so the key is the config itself with the pipeline-only fields reset.
     key = (
         cfg.model if cfg.scorer in ("ensemble", "bi-encoder") else resolve_model(cfg.model),
-        cfg.device,
-        cfg.dtype,
-        cfg.trust_remote_code,
-        cfg.batch_size,
-        cfg.max_batch_tokens,
-        cfg.max_length,
-        cfg.activation,
-        cfg.scorer,
-        cfg.window_tokens,
-        cfg.window_stride,
-        cfg.window_aggregate,
-        cfg.duo_model,
-        cfg.duo_top_k,
-        cfg.members,
-        cfg.member_weights,
-        cfg.ensemble_normalize,
-        cfg.cache_entries,
-        cfg.cache_path,
+        cfg.model_copy(update={f: RerankConfig.model_fields[f].default for f in _PIPELINE_ONLY}),
     )
     with _lock:
         scorer = _scorers.get(key)
