@@ -42,7 +42,7 @@ def build_tiny_cross_encoder(directory: Path, num_labels: int = 1, seed: int = 0
 
     texts = [p.text for p in load_demo_corpus()] + ["what why how which who when is the a of"]
     vocab = _train_tokenizer(texts, directory / "_vocab")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tokenizer = BertTokenizerFast.from_pretrained(str(vocab.parent), do_lower_case=True)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=32,

@@ -186,8 +186,8 @@ def test_eval_compares_variants_on_the_same_candidates(
     from tests.test_training import _toy_beir
 
     root = _toy_beir(tmp_path / "toy")
-    (tmp_path / "short.toml").write_text("max_length = 16\n")
-    (tmp_path / "windows.toml").write_text('scorer = "windowed"\nmax_length = 16\n')
+    (tmp_path / "short.toml").write_text("max_length = 32\n")
+    (tmp_path / "windows.toml").write_text('scorer = "windowed"\nmax_length = 32\n')
     code, out, err = run(
         [
             "eval",
