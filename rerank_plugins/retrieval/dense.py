@@ -14,7 +14,7 @@ from typing import Any
 
 from rerank_plugins._extras import require
 from rerank_plugins.errors import ModelLoadError
-from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_scores
+from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs, check_scores
 
 __all__ = ["BiEncoderScorer", "DenseIndex", "default_bi_encoder_path", "get_bi_encoder"]
 
@@ -113,7 +113,7 @@ class BiEncoderScorer(Scorer):
         self.name = f"bi-encoder({model or 'all-MiniLM-L6-v2'})"
 
     def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
-        pairs = list(pairs)
+        pairs = check_pairs(pairs)
         if not pairs:
             return ScoredPairs([], [])
         queries = sorted({q for q, _ in pairs})

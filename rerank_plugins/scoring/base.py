@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from rerank_plugins.errors import ScorerOutputError
+from rerank_plugins.errors import RerankInputError, ScorerOutputError
 
-__all__ = ["PairNote", "Scorer", "ScoredPairs", "check_scores"]
+__all__ = ["PairNote", "Scorer", "ScoredPairs", "check_pairs", "check_scores"]
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,34 @@ class ScoredPairs:
 
     scores: list[float]
     notes: list[PairNote]
+
+
+def _tokenizable(text: str) -> str:
+    # Lone surrogates (e.g. from text decoded with errors="surrogateescape") are not valid Unicode and make
+    # the Rust tokenizers raise a TypeError; they are scored as U+FFFD. The caller's text is returned unchanged.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def check_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``pairs`` as a list of (query, passage) string tuples ready for a tokenizer.
+
+    Raises :class:`RerankInputError` for anything but pairs of two strings; lone surrogate
+    code points (invalid Unicode a tokenizer cannot take) are replaced by U+FFFD for scoring.
+
+    Example:
+        >>> check_pairs([("q", "bad \\udc80 byte")])
+        [('q', 'bad \ufffd byte')]
+    """
+    out: list[tuple[str, str]] = []
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, tuple | list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise RerankInputError(f"Pair #{i} must be a (query: str, passage: str) tuple, got {pair!r:.80}")
+        out.append((_tokenizable(pair[0]), _tokenizable(pair[1])))
+    return out
 
 
 def check_scores(scores: Sequence[float], expected: int, scorer_name: str) -> list[float]:

@@ -24,7 +24,7 @@ from typing import Any
 from rerank_plugins._extras import require
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.errors import ModelLoadError, RerankInputError
-from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_scores
+from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs, check_scores
 from rerank_plugins.scoring.calibration import CALIBRATION_FILE, Calibration, load_calibration
 
 __all__ = [
@@ -112,8 +112,6 @@ class _LoadedModel:
 
 def _load(name: str, device: str, dtype: str, config: RerankConfig) -> _LoadedModel:
     trust_remote_code, allow_download = config.trust_remote_code, config.allow_download
-    torch = require("torch", "Cross-encoder scoring")
-    st = require("sentence_transformers", "Cross-encoder scoring")
     is_local = Path(name).expanduser().exists()
     looks_like_path = name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
     if not is_local and looks_like_path:
@@ -121,6 +119,8 @@ def _load(name: str, device: str, dtype: str, config: RerankConfig) -> _LoadedMo
             f"Model directory {name!r} does not exist. Pass an existing local directory "
             "(with config.json and weights) or a Hugging Face id such as 'cross-encoder/ms-marco-MiniLM-L-6-v2'."
         )
+    torch = require("torch", "Cross-encoder scoring")
+    st = require("sentence_transformers", "Cross-encoder scoring")
     if trust_remote_code:
         logger.warning("trust_remote_code=True: the model repository %r may run its own Python code", name)
     try:
@@ -154,6 +154,18 @@ def _load(name: str, device: str, dtype: str, config: RerankConfig) -> _LoadedMo
             hint = "Check the id is spelled right and the Hub is reachable, or pass the path of a local copy."
         raise ModelLoadError(f"Could not load cross-encoder {name!r}: {type(exc).__name__}: {exc}. {hint}") from exc
     model = ce.transformers_model
+    if getattr(model.config, "is_encoder_decoder", False):
+        raise ModelLoadError(
+            f"Model {name!r} is an encoder-decoder ({model.config.model_type}) model, not a cross-encoder; "
+            "for a MonoT5 or RankT5 checkpoint set scorer='monot5' or scorer='rankt5'."
+        )
+    vocab_rows = model.get_input_embeddings().num_embeddings
+    if len(ce.tokenizer) > vocab_rows:
+        raise ModelLoadError(
+            f"The tokenizer of {name!r} has {len(ce.tokenizer)} tokens but the model's embedding table has "
+            f"{vocab_rows} rows: the tokenizer files do not belong to these weights. Save the model and its own "
+            "tokenizer together (model.save_pretrained(d); tokenizer.save_pretrained(d))."
+        )
     num_labels = int(getattr(model.config, "num_labels", 1))
     if num_labels not in (1, 2):
         raise ModelLoadError(
@@ -255,12 +267,9 @@ class CrossEncoderScorer(Scorer):
 
     def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
         """Scores in input order, each with a note saying whether its passage was cut."""
-        pairs = list(pairs)
+        pairs = check_pairs(pairs)
         if not pairs:
             return ScoredPairs([], [])
-        for i, pair in enumerate(pairs):
-            if not (isinstance(pair, tuple | list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
-                raise RerankInputError(f"Pair #{i} must be a (query: str, passage: str) tuple, got {pair!r:.80}")
         lm = self._loaded
         budget = self.config.max_length
         with lm.lock:

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from rerank_plugins._extras import require
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.errors import ModelLoadError, RerankInputError
-from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_scores
+from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs, check_scores
 
 __all__ = ["DuoT5Scorer", "MonoT5Scorer", "RankT5Scorer", "duo_aggregate", "monot5_scores"]
 
@@ -173,7 +173,7 @@ class MonoT5Scorer(Scorer):
         return prompts, notes
 
     def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
-        pairs = list(pairs)
+        pairs = check_pairs(pairs)
         if not pairs:
             return ScoredPairs([], [])
         prompts, notes = self._prompts(pairs)

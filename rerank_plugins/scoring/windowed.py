@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from rerank_plugins.errors import RerankInputError
-from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer
+from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs
 from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
 __all__ = ["WindowedScorer", "aggregate", "split_windows"]
@@ -93,7 +93,7 @@ class WindowedScorer(Scorer):
         return f"windowed({self.window},{self.stride},{self.how})|{self.inner.fingerprint}"
 
     def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
-        pairs = list(pairs)
+        pairs = check_pairs(pairs)
         if not pairs:
             return ScoredPairs([], [])
         lm = self.inner._loaded

@@ -1,0 +1,254 @@
+"""Reliability: hostile input, concurrency and faults, through the real loading and scoring code.
+
+Each case here is a row of docs/reliability.md. The models are tiny random BERTs built
+locally (conftest), so the behaviour checked is that of the real tokenizer + transformer path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from rerank_plugins import Candidate, RerankConfig, rerank_candidates
+from rerank_plugins.errors import ModelLoadError, RerankInputError
+from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, get_scorer
+
+CPU = RerankConfig(device="cpu")
+
+UNICODE = {
+    "rtl": "مرحبا بالعالم שלום עולם",
+    "emoji_zwj": "😀🚀 👩\u200d👩\u200d👧 family",
+    "combining": "e\u0301\u0301\u0301 cafe\u0301",
+    "zero_width_only": "\u200b\u200c\u200d\ufeff",
+    "nul_and_controls": "apples\x00are\x01sour\x1f\x7f",
+    "only_nul": "\x00\x00",
+    "bidi_override": "\u202eelppa neerg",
+    "math_alphanumerics": "\U0001d51e\U0001d52d\U0001d52d\U0001d529\U0001d522\U0001d530 \U0001d7d9\U0001d7da",
+    "lone_surrogate": "broken \udc80 bytes",
+    "cjk_and_fullwidth": "苹果是酸的 \uff21\uff30\uff30\uff2c\uff25\uff33",
+    "line_and_paragraph_separators": "green\u2028apples\u2029sour\r\n\t",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNICODE))
+def test_unicode_of_every_kind_scores_finitely_in_query_and_passage(tiny_model: str, kind: str) -> None:
+    scorer = CrossEncoderScorer(tiny_model, config=CPU)
+    text = UNICODE[kind]
+    scores = scorer.score([("are green apples sour", text), (text, "green apples are sour")])
+    assert len(scores) == 2
+    assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_unicode_candidates_come_back_unchanged(tiny_model: str) -> None:
+    scorer = CrossEncoderScorer(tiny_model, config=CPU)
+    items = [Candidate(text=t, id=k, item={"kind": k}) for k, t in UNICODE.items()]
+    result = rerank_candidates("apples", items, scorer, CPU.merged(top_n=len(items)))
+    got = {(r.candidate.id, r.candidate.text, r.candidate.item["kind"]) for r in result.items}
+    assert got == {(c.id, c.text, c.id) for c in items}
+
+
+def test_lone_surrogates_are_scored_like_the_replacement_character(tiny_model: str) -> None:
+    scorer = CrossEncoderScorer(tiny_model, config=CPU)
+    assert scorer.score([("q", "bad \udc80 text")]) == scorer.score([("q", "bad \ufffd text")])
+
+
+def test_a_one_megabyte_passage_is_truncated_and_says_so(tiny_model: str) -> None:
+    scorer = CrossEncoderScorer(tiny_model, config=CPU.merged(max_length=128))
+    passage = "green apples are sour " * 48_000  # ~1 MB
+    assert len(passage.encode()) > 1_000_000
+    out = scorer.score_detailed([("apples", passage)])
+    assert out.notes[0].how == "truncated"
+    assert out.notes[0].dropped_tokens > 100_000
+
+
+def test_ten_thousand_candidates_are_capped_with_reasons_or_all_scored(tiny_model: str) -> None:
+    scorer = CrossEncoderScorer(tiny_model, config=CPU.merged(max_length=32))
+    items = [Candidate(text=f"passage {i} about green apples", id=str(i)) for i in range(10_000)]
+    capped = rerank_candidates("green apples", items, scorer, CPU.merged(top_n=10))
+    assert capped.counts == {
+        "received": 10_000,
+        "scored": 200,
+        "kept": 10,
+        "dropped_max_candidates": 9_800,
+        "dropped_top_n": 190,
+    }
+
+    everything = rerank_candidates("green apples", items, scorer, CPU.merged(top_n=10_000, max_candidates=10_000))
+    assert everything.counts == {"received": 10_000, "scored": 10_000, "kept": 10_000}
+    assert sorted(int(r.candidate.id or -1) for r in everything.items) == list(range(10_000))
+
+
+def test_encoder_decoder_checkpoint_is_refused_with_the_scorer_to_use(tiny_t5: str) -> None:
+    with pytest.raises(ModelLoadError, match="scorer='monot5'") as info:
+        CrossEncoderScorer(tiny_t5, config=CPU)
+    assert tiny_t5 in str(info.value)
+
+
+def test_tokenizer_that_does_not_match_the_weights_is_refused(tiny_model: str, minilm_dir: str, tmp_path: Path) -> None:
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tiny_model, mixed)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (Path(minilm_dir) / name).exists():
+            shutil.copy(Path(minilm_dir) / name, mixed / name)
+    with pytest.raises(ModelLoadError, match="do not belong to these weights") as info:
+        CrossEncoderScorer(str(mixed), config=CPU)
+    assert str(mixed) in str(info.value)
+
+
+def test_invalid_config_json_names_the_model(tiny_model: str, tmp_path: Path) -> None:
+    broken = tmp_path / "badcfg"
+    shutil.copytree(tiny_model, broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="save_pretrained") as info:
+        CrossEncoderScorer(str(broken), config=CPU)
+    assert str(broken) in str(info.value)
+
+
+def test_trust_remote_code_warns(tiny_model: str, caplog: pytest.LogCaptureFixture) -> None:
+    CrossEncoderScorer(tiny_model, config=CPU.merged(trust_remote_code=True))
+    assert any("trust_remote_code=True" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\n\t"])
+def test_blank_queries_are_rejected_by_both_adapters(query: str) -> None:
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    from rerank_plugins.adapters.langchain import RerankCompressor
+    from rerank_plugins.adapters.llamaindex import RerankNodePostprocessor
+    from tests.conftest import OverlapScorer
+
+    with pytest.raises(RerankInputError, match="query"):
+        RerankCompressor(model=OverlapScorer()).compress_documents([Document(page_content="x")], query)
+    with pytest.raises(RerankInputError, match="query"):
+        RerankNodePostprocessor(model=OverlapScorer()).postprocess_nodes(
+            [NodeWithScore(node=TextNode(text="x"))], QueryBundle(query)
+        )
+
+
+# --- concurrency: one shared scorer, both adapters --------------------------------------------
+
+TEXTS = [
+    "green apples are sour",
+    "red apples are sweet",
+    "bananas are yellow and long",
+    "BM25 ranks passages by term frequency",
+    "a cross-encoder reads the query and passage together",
+    "the capital of France is Paris",
+]
+QUERIES = [f"question {i}: which {w} are sour" for i, w in enumerate(["apples", "bananas", "passages"] * 8)]
+
+
+def _lc_run(compressor: object, query: str) -> list[tuple[str, float]]:
+    from langchain_core.documents import Document
+
+    docs = [Document(page_content=t, id=str(i), metadata={"n": i}) for i, t in enumerate(TEXTS)]
+    out = compressor.compress_documents(docs, query)  # type: ignore[attr-defined]
+    return [(d.id, d.metadata["relevance_score"]) for d in out]
+
+
+def _li_run(post: object, query: str) -> list[tuple[str, float]]:
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    nodes = [NodeWithScore(node=TextNode(text=t, id_=str(i)), score=1.0 / (i + 1)) for i, t in enumerate(TEXTS)]
+    out = post.postprocess_nodes(nodes, query_str=query)  # type: ignore[attr-defined]
+    return [(n.node.node_id, n.score) for n in out]
+
+
+def test_eight_threads_through_both_adapters_match_sequential_runs(tiny_model: str) -> None:
+    from rerank_plugins.adapters.langchain import RerankCompressor
+    from rerank_plugins.adapters.llamaindex import RerankNodePostprocessor
+
+    config = CPU.merged(model=tiny_model, top_n=4)
+    compressor = RerankCompressor(config=config)
+    post = RerankNodePostprocessor(config=config)
+    assert compressor.scorer is post.scorer is get_scorer(config)
+    jobs = [(_lc_run, compressor, q) for q in QUERIES] + [(_li_run, post, q) for q in QUERIES]
+    expected = [fn(obj, q) for fn, obj, q in jobs]
+    start = threading.Barrier(8)
+
+    def run(job: tuple[object, object, str]) -> list[tuple[str, float]]:
+        fn, obj, q = job
+        with contextlib.suppress(threading.BrokenBarrierError):
+            start.wait(timeout=5)
+        return fn(obj, q)  # type: ignore[operator]
+
+    for _ in range(3):
+        start.reset()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            got = list(pool.map(run, jobs, timeout=120))
+        assert got == expected
+
+
+def test_hundred_asyncio_tasks_through_both_adapters_match_sequential_runs(tiny_model: str) -> None:
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    from rerank_plugins.adapters.langchain import RerankCompressor
+    from rerank_plugins.adapters.llamaindex import RerankNodePostprocessor
+
+    config = CPU.merged(model=tiny_model, top_n=3)
+    compressor = RerankCompressor(config=config)
+    post = RerankNodePostprocessor(config=config)
+    docs = [Document(page_content=t, id=str(i)) for i, t in enumerate(TEXTS)]
+    nodes = [NodeWithScore(node=TextNode(text=t, id_=str(i)), score=0.5) for i, t in enumerate(TEXTS)]
+    queries = [f"task {i} asks which apples are sour" for i in range(50)]
+    expected_lc = [
+        [(d.id, d.metadata["relevance_score"]) for d in compressor.compress_documents(docs, q)] for q in queries
+    ]
+    expected_li = [[(n.node.node_id, n.score) for n in post.postprocess_nodes(nodes, query_str=q)] for q in queries]
+
+    async def main() -> tuple[list[object], list[object]]:
+        lc = [compressor.acompress_documents(docs, q) for q in queries]
+        li = [post.apostprocess_nodes(nodes, QueryBundle(q)) for q in queries]
+        results = await asyncio.wait_for(asyncio.gather(*lc, *li), timeout=120)
+        return list(results[:50]), list(results[50:])
+
+    lc_out, li_out = asyncio.run(main())
+    assert [[(d.id, d.metadata["relevance_score"]) for d in r] for r in lc_out] == expected_lc  # type: ignore[attr-defined]
+    assert [[(n.node.node_id, n.score) for n in r] for r in li_out] == expected_li  # type: ignore[attr-defined]
+    assert [d.metadata for d in docs] == [{} for _ in docs]  # the caller's documents were not touched
+
+
+def test_llamaindex_async_does_not_block_the_event_loop() -> None:
+    import time
+    from collections.abc import Sequence
+
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    from rerank_plugins import PairNote, ScoredPairs, Scorer
+    from rerank_plugins.adapters.llamaindex import RerankNodePostprocessor
+
+    class SlowScorer(Scorer):
+        name = "slow"
+
+        def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
+            time.sleep(0.3)
+            return ScoredPairs([float(len(p)) for _, p in pairs], [PairNote()] * len(pairs))
+
+    post = RerankNodePostprocessor(model=SlowScorer(), top_n=2)
+    nodes = [NodeWithScore(node=TextNode(text=t, id_=str(i))) for i, t in enumerate(TEXTS)]
+
+    async def main() -> int:
+        ticks = 0
+        done = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        await post.apostprocess_nodes(nodes, QueryBundle("q"))
+        done = True
+        await task
+        return ticks
+
+    assert asyncio.run(main()) >= 5
