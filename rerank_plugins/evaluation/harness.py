@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.evaluation.datasets import BeirDataset
@@ -176,9 +176,8 @@ def run_evaluation(
                 top = ranked_ids(runs[name][q])[: None if ds.candidates else depth]
                 cands = [Candidate(d, ds.doc_text(d)) for d in top]
                 result = rerank_candidates(ds.queries[q], cands, memo, cfg)
-                reranked[q] = {
-                    str(r.candidate.id): r.rank_score if r.rank_score is not None else r.score for r in result.items
-                }
+                # the run keeps the output order (unscored candidates, if a time budget ran out, come last)
+                reranked[q] = {str(r.candidate.id): float(len(result.items) - r.rank) for r in result.items}
             seconds = time.perf_counter() - t
             new_pairs = memo.misses - before
             rows.append(

@@ -30,12 +30,13 @@ class PairNote:
     """How one pair was scored.
 
     Attributes:
-        how: ``"whole"`` (fit in the budget), ``"truncated"`` or ``"windowed"``.
+        how: ``"whole"`` (fit in the budget), ``"truncated"``, ``"windowed"``, or ``"unscored"``
+            (left out by the pipeline's ``time_budget_ms``; never set by a scorer).
         dropped_tokens: Passage tokens cut off to fit (``"truncated"`` only).
         windows: Number of windows scored (``"windowed"`` only, else 1).
     """
 
-    how: Literal["whole", "truncated", "windowed"] = "whole"
+    how: Literal["whole", "truncated", "windowed", "unscored"] = "whole"
     dropped_tokens: int = 0
     windows: int = 1
 

@@ -31,6 +31,7 @@ __all__ = [
     "CrossEncoderScorer",
     "clear_model_cache",
     "get_scorer",
+    "resolve_backend",
     "resolve_device",
     "resolve_model",
     "token_budget_batches",
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 _MIN_PASSAGE_TOKENS = 8
 _lock = threading.Lock()
-_models: dict[tuple[str, str, str, bool, bool], _LoadedModel] = {}
+_models: dict[tuple[Any, ...], _LoadedModel] = {}
 _scorers: dict[tuple[Any, ...], Scorer] = {}
 #: Settings used by the pipeline only (selection, dedupe, text): they never change a score.
 _PIPELINE_ONLY = (
@@ -52,6 +53,7 @@ _PIPELINE_ONLY = (
     "dedupe_by_content",
     "text",
     "metadata_keys",
+    "time_budget_ms",
 )
 
 
@@ -83,6 +85,17 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def resolve_backend(backend: str, device: str) -> str:
+    """Map ``"auto"`` to ``"onnx"`` on CPU when ONNX Runtime is installed, else ``"torch"``."""
+    from rerank_plugins.scoring.onnx_backend import onnxruntime_available
+
+    if backend == "auto":
+        return "onnx" if device == "cpu" and onnxruntime_available() else "torch"
+    if backend.startswith("onnx") and device != "cpu":
+        raise ModelLoadError(f"backend={backend!r} runs on the CPU only; use device='cpu' or backend='torch'")
+    return backend
+
+
 def _resolve_dtype(dtype: str, device: str) -> str:
     if dtype == "auto":
         return "float16" if device.startswith("cuda") else "float32"
@@ -104,13 +117,29 @@ class _LoadedModel:
     num_labels: int
     lock: threading.Lock
     torch: Any
+    backend: str = "torch"
+    runner: Any = None
+
+    def logits(self, encoding: Any) -> Any:
+        """Logits of a tokenized batch (torch tensors in, a torch tensor out)."""
+        if self.runner is not None:
+            return self.runner.logits(encoding)
+        return self.model(**encoding).logits
 
     @property
     def special_tokens(self) -> int:
         return int(self.tokenizer.num_special_tokens_to_add(pair=True))
 
 
-def _load(name: str, device: str, dtype: str, config: RerankConfig) -> _LoadedModel:
+def _local_files(name: str, is_local: bool) -> Path:
+    if is_local:
+        return Path(name).expanduser()
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(name, local_files_only=True))
+
+
+def _load(name: str, device: str, dtype: str, backend: str, config: RerankConfig) -> _LoadedModel:
     trust_remote_code, allow_download = config.trust_remote_code, config.allow_download
     is_local = Path(name).expanduser().exists()
     looks_like_path = name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
@@ -176,19 +205,47 @@ def _load(name: str, device: str, dtype: str, config: RerankConfig) -> _LoadedMo
     if ce.tokenizer.pad_token is None:
         ce.tokenizer.pad_token = ce.tokenizer.eos_token or ce.tokenizer.unk_token
         model.config.pad_token_id = ce.tokenizer.pad_token_id
-    logger.info("loaded cross-encoder %s on %s (%s, %d label(s))", name, device, dtype, num_labels)
-    return _LoadedModel(name, device, dtype, ce, model, ce.tokenizer, num_labels, threading.Lock(), torch)
+    if config.threads and backend == "torch":
+        torch.set_num_threads(config.threads)
+    runner, tokenizer = None, ce.tokenizer
+    if backend.startswith("onnx"):
+        from rerank_plugins.scoring.onnx_backend import OnnxRunner
+
+        cache = Path(config.onnx_cache_dir).expanduser() if config.onnx_cache_dir else None
+        runner = OnnxRunner(
+            name,
+            _local_files(name, is_local),
+            model,
+            ce.tokenizer,
+            quantize=backend == "onnx-int8",
+            cache_dir=cache,
+            threads=config.threads,
+        )
+        dtype = "int8" if runner.quantize else "float32"
+        ce = model = None  # the session holds its own copy of the weights; free the torch one
+    logger.info("loaded cross-encoder %s on %s (%s, %s, %d label(s))", name, device, backend, dtype, num_labels)
+    return _LoadedModel(name, device, dtype, ce, model, tokenizer, num_labels, threading.Lock(), torch, backend, runner)
 
 
 def _shared_model(config: RerankConfig) -> _LoadedModel:
     name = resolve_model(config.model)
     device = resolve_device(config.device)
-    dtype = _resolve_dtype(config.dtype, device)
-    key = (name, device, dtype, config.trust_remote_code, config.allow_pickle_weights)
+    backend = resolve_backend(config.backend, device)
+    dtype = _resolve_dtype(config.dtype, device) if backend == "torch" else "float32"
+    key = (
+        name,
+        device,
+        dtype,
+        backend,
+        config.onnx_cache_dir,
+        config.threads,
+        config.trust_remote_code,
+        config.allow_pickle_weights,
+    )
     with _lock:
         loaded = _models.get(key)
         if loaded is None:
-            loaded = _load(name, device, dtype, config)
+            loaded = _load(name, device, dtype, backend, config)
             _models[key] = loaded
         return loaded
 
@@ -246,6 +303,19 @@ class CrossEncoderScorer(Scorer):
         return f"{self.config.max_length}|{activation}|{self._loaded.dtype}"
 
     @property
+    def max_batch_tokens(self) -> int | None:
+        """The padded-token cap of one forward pass ('auto' resolved for the device)."""
+        cap = self.config.max_batch_tokens
+        if cap == "auto":
+            return 1024 if self.device == "cpu" else 16384
+        return cap
+
+    @property
+    def backend(self) -> str:
+        """'torch', 'onnx' or 'onnx-int8' (what 'auto' resolved to)."""
+        return self._loaded.backend
+
+    @property
     def device(self) -> str:
         """The device the weights live on."""
         return self._loaded.device
@@ -297,7 +367,7 @@ class CrossEncoderScorer(Scorer):
             scores: list[float] = [0.0] * len(pairs)
             torch = lm.torch
             with torch.inference_mode():
-                for idx in token_budget_batches(lengths, self.config.batch_size, self.config.max_batch_tokens):
+                for idx in token_budget_batches(lengths, self.config.batch_size, self.max_batch_tokens):
                     enc = tok(
                         [pairs[i][0] for i in idx],
                         [pairs[i][1] for i in idx],
@@ -306,7 +376,7 @@ class CrossEncoderScorer(Scorer):
                         padding=True,
                         return_tensors="pt",
                     ).to(lm.device)
-                    for i, s in zip(idx, self._logits_to_scores(lm.model(**enc).logits), strict=True):
+                    for i, s in zip(idx, self._logits_to_scores(lm.logits(enc)), strict=True):
                         scores[i] = s
         return ScoredPairs(check_scores(scores, len(pairs), self.name), notes)
 

@@ -1,0 +1,201 @@
+"""ONNX Runtime execution of a cross-encoder: export once, cache on disk, run on the CPU.
+
+The export uses torch's own exporter (``torch.onnx.export(..., dynamo=True)``, which needs
+``onnxscript``); int8 weights come from ONNX Runtime's ``quantize_dynamic``. Exports are
+kept under ``<onnx cache>/<model>-<hash>/`` where the hash covers the model's config and
+weight files, so a changed model gets a new export and a stale one is never used. A cached
+file that does not load is rebuilt with a warning; a cache directory that cannot be written
+is bypassed (the export lives in a temporary directory for this process) with a warning.
+
+optimum is not used: its ONNX exporter (``optimum-onnx``) pins ``transformers<4.58``, which
+conflicts with sentence-transformers 6 (``transformers>=5``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from rerank_plugins._extras import require
+from rerank_plugins.errors import ModelLoadError
+
+__all__ = ["OnnxRunner", "default_cache_dir", "export_dir_for", "onnxruntime_available"]
+
+logger = logging.getLogger(__name__)
+
+_EXPORT_VERSION = "1"  # bump when the export recipe changes
+_WEIGHT_FILES = ("config.json", "*.safetensors", "*.bin")
+
+
+def onnxruntime_available() -> bool:
+    """True when onnxruntime and onnxscript (the exporter's dependency) are importable."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnxscript"))
+
+
+def default_cache_dir() -> Path:
+    """``$RERANK_PLUGINS_ONNX_CACHE_DIR``, else ``$XDG_CACHE_HOME/rerank_plugins/onnx`` (``~/.cache/...``)."""
+    explicit = os.environ.get("RERANK_PLUGINS_ONNX_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rerank_plugins" / "onnx"
+
+
+def _model_files_hash(model_dir: Path) -> str:
+    digest = hashlib.sha256(_EXPORT_VERSION.encode())
+    files = sorted({f for pattern in _WEIGHT_FILES for f in model_dir.glob(pattern)})
+    for f in files:
+        digest.update(f.name.encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def export_dir_for(model_dir: Path, cache_dir: Path | None = None) -> Path:
+    """The cache directory of ``model_dir``'s exports (depends on the content of its files)."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_dir.resolve().name)[:60] or "model"
+    return (cache_dir or default_cache_dir()) / f"{slug}-{_model_files_hash(model_dir)}"
+
+
+def _export(model: Any, tokenizer: Any, target: Path, quantize: bool) -> None:
+    torch = require("torch", "ONNX export")
+    require("onnxscript", "ONNX export")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fp32 = target.parent / "model.onnx"
+    if not fp32.exists():
+        start = time.perf_counter()
+        sample = tokenizer(
+            ["a query", "another query"], ["a passage", "a longer passage here"], return_tensors="pt", padding=True
+        )
+        names = list(sample.keys())
+        batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+        was_dtype = next(model.parameters()).dtype
+        model = model.float().eval()
+        tmp = fp32.with_suffix(f".tmp{os.getpid()}")
+        exporter_log = logging.getLogger("torch.onnx")
+        level = exporter_log.level
+        exporter_log.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping ..." and such
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    model,
+                    (),
+                    str(tmp),
+                    kwargs=dict(sample),
+                    input_names=names,
+                    output_names=["logits"],
+                    dynamic_shapes={k: {0: batch, 1: seq} for k in names},
+                    opset_version=18,
+                    dynamo=True,
+                    external_data=False,
+                    verbose=False,
+                )
+            os.replace(tmp, fp32)
+        finally:
+            exporter_log.setLevel(level)
+            tmp.unlink(missing_ok=True)
+            model.to(was_dtype)
+        logger.info("exported %s to ONNX in %.1f s", target.parent.name, time.perf_counter() - start)
+    if quantize:
+        from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
+
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        prepared = target.with_suffix(f".prep{os.getpid()}")
+        try:
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+            quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+            prepared.unlink(missing_ok=True)
+        logger.info("quantized %s to int8", target.parent.name)
+
+
+class OnnxRunner:
+    """An ONNX Runtime session over an exported cross-encoder; call it with a tokenizer's output.
+
+    Args:
+        name: The model's id or path (for messages).
+        model_dir: Local directory of the model (its files are hashed for the cache key).
+        model: The loaded torch model, used only when an export has to be made.
+        tokenizer: Its tokenizer (for the export's sample input).
+        quantize: int8 dynamically quantized weights.
+        cache_dir: Where exports live (None: :func:`default_cache_dir`).
+        threads: ONNX Runtime intra-op threads (None: one per physical core).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model_dir: Path,
+        model: Any,
+        tokenizer: Any,
+        *,
+        quantize: bool,
+        cache_dir: Path | None,
+        threads: int | None,
+    ) -> None:
+        self._ort = require("onnxruntime", "The ONNX backend")
+        self.quantize = quantize
+        directory = export_dir_for(model_dir, cache_dir)
+        filename = "model-int8.onnx" if quantize else "model.onnx"
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe = directory / f".write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            self._tmp = tempfile.TemporaryDirectory(prefix="rerank-onnx-")
+            logger.warning(
+                "ONNX cache %s is not writable (%s); exporting to a temporary directory for this process. "
+                "Set onnx_cache_dir (or RERANK_PLUGINS_ONNX_CACHE_DIR) to a writable place to keep the export.",
+                directory,
+                exc,
+            )
+            directory = Path(self._tmp.name)
+        self.path = directory / filename
+        options = self._ort.SessionOptions()
+        options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = self._open(name, model, tokenizer, options)
+        self.input_names = {i.name for i in self.session.get_inputs()}
+
+    def _open(self, name: str, model: Any, tokenizer: Any, options: Any) -> Any:
+        for attempt in range(2):
+            if not self.path.exists():
+                if model is None:
+                    raise ModelLoadError(f"No ONNX export of {name!r} at {self.path} and no torch model to export")
+                _export(model, tokenizer, self.path, self.quantize)
+            try:
+                return self._ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # a truncated or corrupt cached export
+                if attempt:
+                    raise ModelLoadError(
+                        f"The ONNX export of {name!r} at {self.path} does not load ({exc}); "
+                        "delete that directory or use backend='torch'"
+                    ) from exc
+                logger.warning("cached ONNX export %s does not load (%s); rebuilding it", self.path, exc)
+                self.path.unlink(missing_ok=True)
+                if self.quantize:
+                    (self.path.parent / "model.onnx").unlink(missing_ok=True)
+        raise AssertionError("unreachable")
+
+    def logits(self, encoding: Any) -> Any:
+        """Run the model on a tokenizer output (torch tensors); return the logits as a torch tensor."""
+        torch = require("torch", "The ONNX backend")
+        feed = {k: v.cpu().numpy() for k, v in encoding.items() if k in self.input_names}
+        return torch.from_numpy(self.session.run(["logits"], feed)[0])

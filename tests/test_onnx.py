@@ -1,0 +1,113 @@
+"""The ONNX Runtime backends: equal to torch (fp32), close in ranking (int8), cached exports."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from rerank_plugins import RerankConfig
+from rerank_plugins.errors import MissingExtraError, ModelLoadError
+from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, clear_model_cache, resolve_backend
+from rerank_plugins.scoring.onnx_backend import export_dir_for
+from tests.test_scorer_contract import PAIRS
+
+
+def _scorer(model: str, cache: Path, **settings: object) -> CrossEncoderScorer:
+    return CrossEncoderScorer(model, config=RerankConfig(device="cpu", onnx_cache_dir=str(cache)), **settings)
+
+
+def test_onnx_fp32_scores_equal_torch(tiny_model: str, tmp_path: Path) -> None:
+    torch_scores = _scorer(tiny_model, tmp_path, backend="torch", activation="raw").score(PAIRS)
+    onnx = _scorer(tiny_model, tmp_path, backend="onnx", activation="raw")
+    assert onnx.backend == "onnx"
+    assert onnx.score(PAIRS) == pytest.approx(torch_scores, abs=1e-4)
+
+
+def test_export_is_cached_and_reused(tiny_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="rerank_plugins.scoring.onnx_backend")
+    first = _scorer(tiny_model, tmp_path, backend="onnx").score(PAIRS)
+    export = export_dir_for(Path(tiny_model), tmp_path) / "model.onnx"
+    assert export.is_file()
+    stamp = export.stat().st_mtime_ns
+    assert any("exported" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    clear_model_cache()
+    assert _scorer(tiny_model, tmp_path, backend="onnx").score(PAIRS) == first
+    assert export.stat().st_mtime_ns == stamp
+    assert not any("exported" in r.getMessage() for r in caplog.records)
+
+
+def test_changed_model_gets_a_new_export(tiny_model: str, tmp_path: Path) -> None:
+    from tests.conftest import build_tiny_cross_encoder
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    before_dir = export_dir_for(model, tmp_path / "cache")
+    before = _scorer(str(model), tmp_path / "cache", backend="onnx").score(PAIRS)
+    clear_model_cache()
+    build_tiny_cross_encoder(model, seed=7)  # new weights in the same directory
+    after_dir = export_dir_for(model, tmp_path / "cache")
+    assert after_dir != before_dir
+    after = _scorer(str(model), tmp_path / "cache", backend="onnx").score(PAIRS)
+    torch_after = _scorer(str(model), tmp_path / "cache", backend="torch").score(PAIRS)
+    assert after != before
+    assert after == pytest.approx(torch_after, abs=1e-4)
+
+
+def test_corrupt_cached_export_is_rebuilt_with_a_warning(
+    tiny_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = _scorer(tiny_model, tmp_path, backend="onnx").score(PAIRS)
+    export = export_dir_for(Path(tiny_model), tmp_path) / "model.onnx"
+    export.write_bytes(export.read_bytes()[:5000])
+    clear_model_cache()
+    assert _scorer(tiny_model, tmp_path, backend="onnx").score(PAIRS) == pytest.approx(good, abs=1e-6)
+    assert any("rebuilding" in r.getMessage() for r in caplog.records)
+
+
+def test_unwritable_cache_is_bypassed_with_a_warning(
+    tiny_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    scorer = _scorer(tiny_model, blocker / "cache", backend="onnx")
+    assert len(scorer.score(PAIRS)) == len(PAIRS)
+    assert any("not writable" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_int8_ranks_like_fp32_on_the_shipped_model(tmp_path: Path) -> None:
+    from scipy.stats import spearmanr
+
+    from rerank_plugins.demo import load_demo_corpus, load_demo_questions
+
+    passages = [p.text for p in load_demo_corpus()][:30]
+    pairs = [(q, p) for q, *_ in load_demo_questions()[:8] for p in passages]
+    fp32 = _scorer(None, tmp_path, backend="torch", activation="raw").score(pairs)  # type: ignore[arg-type]
+    int8 = _scorer(None, tmp_path, backend="onnx-int8", activation="raw").score(pairs)  # type: ignore[arg-type]
+    assert spearmanr(fp32, int8).statistic >= 0.98
+
+
+@pytest.mark.auto_backend
+def test_auto_picks_onnx_on_cpu_when_onnxruntime_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_backend("auto", "cpu") == "onnx"
+    assert resolve_backend("auto", "cuda") == "torch"
+    assert resolve_backend("torch", "cpu") == "torch"
+    with pytest.raises(ModelLoadError, match="CPU only"):
+        resolve_backend("onnx-int8", "cuda")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    assert resolve_backend("auto", "cpu") == "torch"
+
+
+def test_missing_onnxruntime_names_the_extra(tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(MissingExtraError, match=r'pip install "rerank-plugins\[onnx\]"'):
+        _scorer(tiny_model, tmp_path / "fresh", backend="onnx")
