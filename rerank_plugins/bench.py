@@ -1,0 +1,556 @@
+"""Speed, memory and quality of rerankers side by side, on the same weights and the same candidates.
+
+``rerank-plugins bench`` (or ``python benchmarks/peers.py``) builds a workload once (SciFact test
+queries with their hybrid BM25 + dense top-``depth`` candidates, or WikiQA test candidate lists),
+then runs each system in its own fresh process, one after the other, so each one's peak memory
+is its own and every timing comes from the same run on the same machine:
+
+* peers: LangChain's ``CrossEncoderReranker`` over ``HuggingFaceCrossEncoder``, LlamaIndex's
+  ``SentenceTransformerRerank``, sentence-transformers ``CrossEncoder.predict``, and FlashRank
+  pointed at an ONNX export of the same model;
+* ours: each backend (torch, ONNX Runtime fp32 / int8) through our LangChain and LlamaIndex adapters,
+  plus variants (shorter ``max_length``, ``time_budget_ms``).
+
+Every system gets an fp32 copy of the model (the shipped one stores fp16 weights, which some peers
+would otherwise run in half precision: several times slower on a CPU). Per system: pairs/s, p50 /
+p95 latency per query, peak RSS, nDCG@10 of its ranking, ratios to the slowest system and to our
+torch baseline. Also: latency against candidate count and passage length, both adapters vs one in a
+process, 1,000 vs 100 candidates of 512 tokens, and the fp32 path's FLOP/s against a measured matmul
+rate. Results go to JSON, a markdown table and PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SYSTEMS", "Workload", "build_workload", "run_benchmark"]
+
+logger = logging.getLogger(__name__)
+
+#: name -> (kind, settings). Kinds are implemented in :func:`_make_system`.
+SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "langchain CrossEncoderReranker": ("langchain-peer", {}),
+    "llamaindex SentenceTransformerRerank": ("llamaindex-peer", {}),
+    "sentence-transformers predict": ("st-predict", {}),
+    "flashrank (onnx fp32 export)": ("flashrank", {}),
+    "ours torch, langchain": ("ours-langchain", {"backend": "torch"}),
+    "ours onnx, langchain": ("ours-langchain", {"backend": "onnx"}),
+    "ours onnx, llamaindex": ("ours-llamaindex", {"backend": "onnx"}),
+    "ours onnx-int8, langchain": ("ours-langchain", {"backend": "onnx-int8"}),
+    "ours onnx-int8 max_length=256, langchain": ("ours-langchain", {"backend": "onnx-int8", "max_length": 256}),
+    "ours onnx-int8 + time_budget_ms=1500, langchain": (
+        "ours-langchain",
+        {"backend": "onnx-int8", "time_budget_ms": 1500},
+    ),
+}
+BASELINE = "ours torch, langchain"
+
+
+@dataclass
+class Workload:
+    """Queries with their candidates (first-stage order) and relevance judgements."""
+
+    name: str
+    queries: list[tuple[str, str]]  # (query id, text)
+    candidates: dict[str, list[tuple[str, str]]]  # query id -> [(doc id, text)]
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, text: str) -> Workload:
+        raw = json.loads(text)
+        return cls(
+            raw["name"],
+            [tuple(q) for q in raw["queries"]],  # type: ignore[misc]
+            {q: [tuple(c) for c in cs] for q, cs in raw["candidates"].items()},  # type: ignore[misc]
+            raw["qrels"],
+        )
+
+
+def build_workload(data: Path, kind: str, n_queries: int, depth: int) -> Workload:
+    """SciFact test (hybrid top-``depth``) or WikiQA test (official candidate lists)."""
+    from rerank_plugins.evaluation.datasets import load_beir
+    from rerank_plugins.evaluation.harness import first_stage_runs
+    from rerank_plugins.evaluation.metrics import ranked_ids
+
+    ds = load_beir(data / kind, "test")
+    qids = [q for q in ds.queries if any(g > 0 for g in ds.qrels.get(q, {}).values())][:n_queries]
+    if ds.candidates:
+        cands = {q: [(d, ds.doc_text(d)) for d, _ in ds.candidates[q]] for q in qids}
+    else:
+        runs, _ = first_stage_runs(ds, qids, ["hybrid"], depth)
+        cands = {q: [(d, ds.doc_text(d)) for d in ranked_ids(runs["hybrid"][q])[:depth]] for q in qids}
+    return Workload(kind, [(q, ds.queries[q]) for q in qids], cands, {q: ds.qrels[q] for q in qids})
+
+
+RankFn = Callable[[str, Sequence[tuple[str, str]]], list[str]]
+
+
+def _make_system(kind: str, settings: dict[str, Any], model: str, onnx_dir: str) -> RankFn:
+    """A function (query, [(doc id, text)]) -> doc ids in ranked order, for one system."""
+    if kind == "langchain-peer":
+        from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
+        from langchain_community.cross_encoders import HuggingFaceCrossEncoder
+        from langchain_core.documents import Document
+
+        reranker = CrossEncoderReranker(
+            model=HuggingFaceCrossEncoder(model_name=model, model_kwargs={"device": "cpu"}), top_n=10_000
+        )
+
+        def lc_peer(query: str, cands: Sequence[tuple[str, str]]) -> list[str]:
+            docs = [Document(page_content=t, id=d) for d, t in cands]
+            return [str(d.id) for d in reranker.compress_documents(docs, query)]
+
+        return lc_peer
+    if kind == "llamaindex-peer":
+        from llama_index.core.postprocessor import SentenceTransformerRerank
+        from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+        post = SentenceTransformerRerank(model=model, top_n=10_000, device="cpu")
+
+        def li_peer(query: str, cands: Sequence[tuple[str, str]]) -> list[str]:
+            nodes = [NodeWithScore(node=TextNode(text=t, id_=d)) for d, t in cands]
+            return [n.node.node_id for n in post.postprocess_nodes(nodes, QueryBundle(query))]
+
+        return li_peer
+    if kind == "st-predict":
+        from sentence_transformers import CrossEncoder
+
+        ce = CrossEncoder(model, device="cpu")
+
+        def st(query: str, cands: Sequence[tuple[str, str]]) -> list[str]:
+            scores = ce.predict([(query, t) for _, t in cands], show_progress_bar=False)
+            order = sorted(range(len(cands)), key=lambda i: -float(scores[i]))
+            return [cands[i][0] for i in order]
+
+        return st
+    if kind == "flashrank":
+        import sys
+
+        from flashrank import Ranker, RerankRequest
+
+        # FlashRank only loads models named in its own table; register our export under its file name.
+        sys.modules["flashrank.Ranker"].model_file_map["local-export"] = "model.onnx"
+        ranker = Ranker(model_name="local-export", cache_dir=onnx_dir, max_length=512, log_level="WARNING")
+
+        def fr(query: str, cands: Sequence[tuple[str, str]]) -> list[str]:
+            out = ranker.rerank(RerankRequest(query=query, passages=[{"id": d, "text": t} for d, t in cands]))
+            return [str(p["id"]) for p in out]
+
+        return fr
+    from rerank_plugins.config import RerankConfig
+
+    config = RerankConfig(model=model, device="cpu", top_n=None, max_candidates=None, **settings)
+    if kind == "ours-langchain":
+        from langchain_core.documents import Document
+
+        from rerank_plugins.adapters.langchain import RerankCompressor
+
+        compressor = RerankCompressor(config=config)
+
+        def ours_lc(query: str, cands: Sequence[tuple[str, str]]) -> list[str]:
+            docs = [Document(page_content=t, id=d) for d, t in cands]
+            return [str(d.id) for d in compressor.compress_documents(docs, query)]
+
+        return ours_lc
+    if kind == "ours-llamaindex":
+        from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+        from rerank_plugins.adapters.llamaindex import RerankNodePostprocessor
+
+        node_post = RerankNodePostprocessor(config=config)
+
+        def ours_li(query: str, cands: Sequence[tuple[str, str]]) -> list[str]:
+            nodes = [NodeWithScore(node=TextNode(text=t, id_=d)) for d, t in cands]
+            return [n.node.node_id for n in node_post.postprocess_nodes(nodes, QueryBundle(query))]
+
+        return ours_li
+    raise ValueError(f"unknown system kind {kind!r}")
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident memory of this process (VmHWM: unlike ru_maxrss it is not inherited across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _run_system(name: str, workload_path: str, model: str, onnx_dir: str, out: Any) -> None:
+    """Child process: load one system, warm it up, time every query, report."""
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        from rerank_plugins.evaluation.metrics import evaluate
+
+        wl = Workload.from_json(Path(workload_path).read_text())
+        kind, settings = SYSTEMS[name]
+        t = time.perf_counter()
+        rank = _make_system(kind, settings, model, onnx_dir)
+        load_s = time.perf_counter() - t
+        first_q, first_text = wl.queries[0]
+        rank(first_text, wl.candidates[first_q][:8])  # warm-up
+        latencies, run, pairs = [], {}, 0
+        for q, text in wl.queries:
+            cands = wl.candidates[q]
+            t = time.perf_counter()
+            ranked = rank(text, cands)
+            latencies.append(time.perf_counter() - t)
+            assert sorted(ranked) == sorted(d for d, _ in cands), f"{name} lost or invented candidates"
+            run[q] = {d: float(len(ranked) - i) for i, d in enumerate(ranked)}
+            pairs += len(cands)
+        quality = evaluate(wl.qrels, run, ["ndcg@10"])["ndcg@10"]
+        out.put(
+            {
+                "system": name,
+                "pairs/s": pairs / sum(latencies),
+                "p50 s": _percentile(latencies, 0.5),
+                "p95 s": _percentile(latencies, 0.95),
+                "peak RSS MiB": _peak_rss_mib(),
+                "ndcg@10": quality,
+                "load s": load_s,
+                "queries": len(latencies),
+                "pairs": pairs,
+            }
+        )
+    except Exception as exc:  # reported, not raised: one broken peer must not hide the others
+        out.put({"system": name, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def _in_child(target: Callable[..., None], *args: Any) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    result: dict[str, Any] = queue.get()
+    proc.join()
+    return result
+
+
+def _curves(workload_path: str, model: str, systems: Sequence[str], out: Any) -> None:
+    """Child process: latency vs candidate count and vs passage length, per system."""
+    logging.basicConfig(level=logging.WARNING)
+    wl = Workload.from_json(Path(workload_path).read_text())
+    pool = [c for q, _ in wl.queries for c in wl.candidates[q]]
+    query = wl.queries[0][1]
+    result: dict[str, Any] = {"counts": [10, 25, 50, 100, 200], "lengths": [32, 64, 128, 256, 512]}
+    for name in systems:
+        kind, settings = SYSTEMS[name]
+        rank = _make_system(kind, settings, model, "")
+        rank(query, pool[:8])
+        by_count = []
+        for n in result["counts"]:
+            times = []
+            for rep in range(2):
+                cands = pool[rep * 7 : rep * 7 + n]
+                t = time.perf_counter()
+                rank(query, cands)
+                times.append(time.perf_counter() - t)
+            by_count.append(min(times))
+        by_length = []
+        words = " ".join(t for _, t in pool).split()
+        for length in result["lengths"]:
+            n_words = int(length * 0.75)  # ~1.3 word pieces per word in SciFact text
+            cands = [(f"d{i}", " ".join(words[i * 97 : i * 97 + n_words])) for i in range(50)]
+            t = time.perf_counter()
+            rank(query, cands)
+            by_length.append(time.perf_counter() - t)
+        result[name] = {"by_count": by_count, "by_length": by_length}
+    out.put(result)
+
+
+def _memory_probe(workload_path: str, model: str, mode: str, out: Any) -> None:
+    """Child process: peak RSS of the default path in one of several set-ups."""
+    logging.basicConfig(level=logging.WARNING)
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    from rerank_plugins.adapters.langchain import RerankCompressor
+    from rerank_plugins.adapters.llamaindex import RerankNodePostprocessor
+    from rerank_plugins.config import RerankConfig
+
+    wl = Workload.from_json(Path(workload_path).read_text())
+    pool = [c for q, _ in wl.queries for c in wl.candidates[q]]
+    query = wl.queries[0][1]
+    n = 1000 if mode == "1000 candidates" else 100
+    long_pool = [(f"{i}-{d}", t) for i in range(n // len(pool) + 1) for d, t in pool][:n]
+    config = RerankConfig(model=model, device="cpu", top_n=5, max_candidates=None)
+    docs = [Document(page_content=t, id=d) for d, t in long_pool]
+    RerankCompressor(config=config).compress_documents(docs, query)
+    if mode == "both adapters":
+        nodes = [NodeWithScore(node=TextNode(text=t, id_=d)) for d, t in long_pool]
+        RerankNodePostprocessor(config=config).postprocess_nodes(nodes, QueryBundle(query))
+    out.put({"mode": mode, "peak RSS MiB": _peak_rss_mib(), "candidates": n})
+
+
+def _flops(workload_path: str, model: str, seconds_by_backend: dict[str, float], out: Any) -> None:
+    """Child process: analytic FLOPs of the workload vs a measured fp32 matmul rate."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    from rerank_plugins.config import RerankConfig
+    from rerank_plugins.scoring.cross_encoder import token_budget_batches
+
+    wl = Workload.from_json(Path(workload_path).read_text())
+    cfg = AutoConfig.from_pretrained(model)
+    tok = AutoTokenizer.from_pretrained(model)
+    defaults = RerankConfig()
+    h, layers, ffn = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
+    total = 0.0
+    for q, text in wl.queries:
+        enc = tok([text] * len(wl.candidates[q]), [t for _, t in wl.candidates[q]], truncation="only_second")
+        lengths = [min(len(ids), defaults.max_length) for ids in enc["input_ids"]]
+        cap = 1024 if defaults.max_batch_tokens == "auto" else defaults.max_batch_tokens  # as on a CPU
+        for batch in token_budget_batches(lengths, defaults.batch_size, cap):
+            b, s = len(batch), max(lengths[i] for i in batch)
+            total += 2 * b * s * layers * (4 * h * h + 2 * h * ffn) + 4 * b * layers * s * s * h
+    a = torch.randn(2048, 2048)
+    torch.mm(a, a)
+    best = float("inf")
+    for _ in range(5):  # best of 5 rounds of 5 products
+        t = time.perf_counter()
+        for _ in range(5):
+            torch.mm(a, a)
+        best = min(best, (time.perf_counter() - t) / 5)
+    matmul = 2 * 2048**3 / best
+    out.put(
+        {
+            "workload GFLOP": total / 1e9,
+            "matmul GFLOP/s (torch fp32, 2048x2048)": matmul / 1e9,
+            "achieved": {
+                k: {"GFLOP/s": total / s / 1e9, "of matmul": total / s / matmul} for k, s in seconds_by_backend.items()
+            },
+            "torch threads": torch.get_num_threads(),
+        }
+    )
+
+
+def _fp32_copy(model: str, target: Path) -> str:
+    """Save ``model`` in float32 (with its tokenizer and calibration) into ``target``."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if (target / "config.json").exists():
+        return str(target)
+    m = AutoModelForSequenceClassification.from_pretrained(model, dtype=torch.float32)
+    m.save_pretrained(target)
+    AutoTokenizer.from_pretrained(model).save_pretrained(target)
+    for extra in ("rerank_calibration.json",):
+        if (Path(model) / extra).exists():
+            shutil.copy(Path(model) / extra, target / extra)
+    return str(target)
+
+
+def _onnx_for_flashrank(model: str, target: Path) -> str:
+    """An fp32 ONNX export of ``model`` laid out the way FlashRank reads a model directory."""
+    import shutil
+
+    from rerank_plugins.config import RerankConfig
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+
+    scorer = CrossEncoderScorer(model, config=RerankConfig(device="cpu", backend="onnx"))
+    source = scorer._loaded.runner.path
+    folder = target / "local-export"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, folder / "model.onnx")
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (Path(model) / name).exists():
+            shutil.copy(Path(model) / name, folder / name)
+    if not (folder / "special_tokens_map.json").exists():
+        (folder / "special_tokens_map.json").write_text(
+            json.dumps({k: v for k, v in scorer._loaded.tokenizer.special_tokens_map.items() if isinstance(v, str)})
+        )
+    return str(target)
+
+
+def run_benchmark(
+    data: Path,
+    out_dir: Path,
+    *,
+    model: str | None = None,
+    workloads: Sequence[str] = ("scifact", "wikiqa"),
+    n_queries: int = 20,
+    depth: int = 100,
+    systems: Sequence[str] | None = None,
+    extras: bool = True,
+) -> dict[str, Any]:
+    """Run the benchmark; write ``bench.json``, ``bench.md`` and PNG plots into ``out_dir``."""
+    from tqdm import tqdm
+
+    from rerank_plugins.scoring.cross_encoder import resolve_model
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / "_work"
+    work.mkdir(exist_ok=True)
+    model_fp32 = _fp32_copy(resolve_model(model), work / "model-fp32")
+    onnx_dir = _onnx_for_flashrank(model_fp32, work / "flashrank")
+    names = list(systems or SYSTEMS)
+    report: dict[str, Any] = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+        "cpu": _cpu_name(),
+        "date": date.today().isoformat(),
+        "model": str(model or "shipped minilm-l6-rerank"),
+        "workloads": {},
+    }
+    for kind in workloads:
+        wl = build_workload(data, kind, n_queries, depth)
+        path = work / f"workload-{kind}.json"
+        path.write_text(wl.to_json())
+        rows = []
+        for name in tqdm(names, desc=f"bench {kind}", unit="system", disable=None):
+            row = _in_child(_run_system, name, str(path), model_fp32, onnx_dir)
+            logger.info("%s", row)
+            rows.append(row)
+        _add_ratios(rows)
+        report["workloads"][kind] = {
+            "queries": len(wl.queries),
+            "pairs": sum(len(c) for c in wl.candidates.values()),
+            "rows": rows,
+        }
+    if extras:
+        path = work / f"workload-{workloads[0]}.json"
+        rows = report["workloads"][workloads[0]]["rows"]
+        curve_systems = [
+            s
+            for s in ("langchain CrossEncoderReranker", BASELINE, "ours onnx, langchain", "ours onnx-int8, langchain")
+            if s in names
+        ]
+        report["curves"] = _in_child(_curves, str(path), model_fp32, curve_systems)
+        report["memory"] = [
+            _in_child(_memory_probe, str(path), model_fp32, m)
+            for m in ("one adapter", "both adapters", "1000 candidates")
+        ]
+        seconds = {
+            r["system"]: r["pairs"] / r["pairs/s"]
+            for r in rows
+            if "pairs/s" in r and r["system"] in (BASELINE, "ours onnx, langchain")
+        }
+        report["flops"] = _in_child(_flops, str(path), model_fp32, seconds)
+        _plot(report, out_dir)
+    (out_dir / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / "bench.md").write_text(format_report(report))
+    return report
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    ok = [r for r in rows if "pairs/s" in r]
+    if not ok:
+        return
+    slowest = min(r["pairs/s"] for r in ok)
+    base = next((r for r in ok if r["system"] == BASELINE), None)
+    for r in ok:
+        r["x slowest"] = r["pairs/s"] / slowest
+        if base:
+            r["x ours torch"] = r["pairs/s"] / base["pairs/s"]
+            r["ndcg@10 - ours torch"] = r["ndcg@10"] - base["ndcg@10"]
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Markdown tables of a benchmark report."""
+    from rerank_plugins.evaluation.harness import format_table
+
+    lines = [f"Machine: {report['cpu']} ({report['machine']}); date {report['date']}; model {report['model']}.", ""]
+    cols = ["system", "pairs/s", "p50 s", "p95 s", "peak RSS MiB", "ndcg@10", "x slowest", "x ours torch"]
+    for kind, block in report["workloads"].items():
+        lines += [f"### {kind}: {block['queries']} test queries, {block['pairs']} pairs", ""]
+        table = [{c: r.get(c, r.get("error", "")) for c in cols} for r in block["rows"]]
+        lines += [format_table(table, markdown=True), ""]
+    if "memory" in report:
+        mem = {m["mode"]: m["peak RSS MiB"] for m in report["memory"]}
+        lines += [
+            "Memory (default path, peak RSS of a fresh process): "
+            f"one adapter {mem['one adapter']:.0f} MiB, both adapters {mem['both adapters']:.0f} MiB "
+            f"(x{mem['both adapters'] / mem['one adapter']:.3f}); 1,000 candidates {mem['1000 candidates']:.0f} MiB "
+            f"(+{mem['1000 candidates'] - mem['one adapter']:.0f} MiB over 100).",
+            "",
+        ]
+    if "flops" in report:
+        f = report["flops"]
+        achieved = "; ".join(
+            f"{k}: {v['GFLOP/s']:.1f} GFLOP/s ({v['of matmul']:.0%})" for k, v in f["achieved"].items()
+        )
+        lines += [
+            f"Compute: measured fp32 matmul rate {f['matmul GFLOP/s (torch fp32, 2048x2048)']:.1f} GFLOP/s "
+            f"({f['torch threads']} torch threads); achieved on the workload: {achieved}.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _plot(report: dict[str, Any], out_dir: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed; no plots (pip install matplotlib)")
+        return
+    curves = report["curves"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, data in curves.items():
+        if not isinstance(data, dict):
+            continue
+        axes[0].plot(curves["counts"], data["by_count"], marker="o", label=name)
+        axes[1].plot(curves["lengths"], data["by_length"], marker="o", label=name)
+    axes[0].set(xlabel="candidates per query", ylabel="seconds per query", title="Latency vs candidate count")
+    axes[1].set(
+        xlabel="passage length (tokens, approx.)", ylabel="seconds for 50 candidates", title="Latency vs passage length"
+    )
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{report['cpu']}, {report['date']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_dir / "latency.png", dpi=110)
+    plt.close(fig)
+    block = next(iter(report["workloads"].values()))
+    rows = [r for r in block["rows"] if "pairs/s" in r]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for r in rows:
+        ax.scatter(r["pairs/s"], r["ndcg@10"], s=40)
+        ax.annotate(r["system"], (r["pairs/s"], r["ndcg@10"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax.set(
+        xlabel="pairs / s (higher is faster)",
+        ylabel="nDCG@10",
+        title=f"{next(iter(report['workloads']))}: speed vs quality",
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_dir / "speed_quality.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,69 @@
+"""The benchmark's bookkeeping, and one real end-to-end run on a toy dataset with a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rerank_plugins.bench import BASELINE, _add_ratios, _percentile, format_report
+
+
+def test_percentiles_interpolate() -> None:
+    assert _percentile([3.0, 1.0, 2.0], 0.5) == 2.0
+    assert _percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert _percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.95) == pytest.approx(4.8)
+
+
+def test_ratios_are_to_the_slowest_and_to_our_torch_baseline() -> None:
+    rows = [
+        {"system": "peer", "pairs/s": 10.0, "ndcg@10": 0.70},
+        {"system": BASELINE, "pairs/s": 20.0, "ndcg@10": 0.71},
+        {"system": "fast", "pairs/s": 60.0, "ndcg@10": 0.705},
+        {"system": "broken", "error": "ImportError: no flashrank"},
+    ]
+    _add_ratios(rows)
+    assert [r.get("x slowest") for r in rows] == [1.0, 2.0, 6.0, None]
+    assert rows[2]["x ours torch"] == 3.0
+    assert rows[2]["ndcg@10 - ours torch"] == pytest.approx(-0.005)
+    report = {
+        "cpu": "cpu",
+        "machine": "m",
+        "date": "d",
+        "model": "x",
+        "workloads": {"w": {"queries": 1, "pairs": 3, "rows": rows}},
+    }
+    table = format_report(report)
+    assert "| fast | 60.0 |" in table.replace("  ", " ")
+    assert "ImportError: no flashrank" in table
+
+
+@pytest.mark.slow
+def test_end_to_end_on_a_toy_dataset(tiny_model: str, tmp_path: Path) -> None:
+    from rerank_plugins.bench import run_benchmark
+    from tests.test_training import _toy_beir
+
+    (tmp_path / "data").mkdir()
+    root = _toy_beir(tmp_path / "data" / "wikiqa")
+    (root / "candidates" / "test.tsv").write_text((root / "candidates" / "dev.tsv").read_text())
+    (root / "qrels" / "test.tsv").write_text((root / "qrels" / "dev.tsv").read_text())
+    systems = [BASELINE, "ours onnx, llamaindex"]
+    report = run_benchmark(
+        tmp_path / "data",
+        tmp_path / "out",
+        model=tiny_model,
+        workloads=["wikiqa"],
+        n_queries=2,
+        systems=systems,
+        extras=False,
+    )
+    rows = report["workloads"]["wikiqa"]["rows"]
+    assert [r["system"] for r in rows] == systems
+    assert all("error" not in r for r in rows), rows
+    assert all(r["pairs"] == 4 and r["queries"] == 2 and r["pairs/s"] > 0 and r["peak RSS MiB"] > 50 for r in rows)
+    # same weights, same candidates: fp32 paths rank alike
+    assert len({round(r["ndcg@10"], 6) for r in rows}) == 1
+    saved = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert saved["workloads"]["wikiqa"]["pairs"] == 4
+    assert "| ours torch, langchain |" in (tmp_path / "out" / "bench.md").read_text()
