@@ -153,3 +153,11 @@ def test_after_query_fusion_retriever(tiny_model: str) -> None:
     assert len(out) == 4
     assert {n.node.node_id for n in out} <= {n.node.node_id for n in candidates}
     assert all(isinstance(n.node.metadata["retrieval_score"], float) for n in out)
+
+
+def test_a_plain_string_query_is_accepted_like_a_query_bundle() -> None:
+    post = RerankNodePostprocessor(model=OverlapScorer(), top_n=2)
+    # RetrieverQueryEngine.retrieve("...") hands the string straight to the postprocessors
+    by_string = post._postprocess_nodes(nodes(), QUERY)  # type: ignore[arg-type]
+    by_bundle = post.postprocess_nodes(nodes(), QueryBundle(QUERY))
+    assert [(n.node.node_id, n.score) for n in by_string] == [(n.node.node_id, n.score) for n in by_bundle]

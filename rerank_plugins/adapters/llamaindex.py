@@ -130,7 +130,9 @@ class RerankNodePostprocessor(BaseNodePostprocessor):
             out.append(NodeWithScore(node=node, score=r.score))
         return out
 
-    def _start(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> QueryBundle:
+    def _start(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | str | None) -> QueryBundle:
+        if isinstance(query_bundle, str):  # e.g. RetrieverQueryEngine.retrieve("...") passes the string on
+            query_bundle = QueryBundle(query_bundle)
         dispatcher.event(
             ReRankStartEvent(
                 query=query_bundle, nodes=nodes, top_n=self._settings.top_n or len(nodes), model_name=self._scorer.name

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from rerank_plugins._extras import require
 from rerank_plugins.evaluation.datasets import load_beir
@@ -298,6 +298,7 @@ def train_cross_encoder(config: TrainConfig) -> Path:
         epoch += 1
     t0 = time.perf_counter()
     bar = tqdm(total=total, initial=step, desc="train", disable=None)
+    loss_sum, loss_n = 0.0, 0
     while step < total:
         batch = schedule[step]
         queries, passages = [], []
@@ -321,12 +322,17 @@ def train_cross_encoder(config: TrainConfig) -> Path:
         sched.step()
         optim.zero_grad()
         step += 1
+        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % config.eval_every == 0 or step == total:
             metrics = _dev_score(model, tokenizer, dev, config.max_length, torch) if dev else {}
             score = sum(metrics.values()) / len(metrics) if metrics else float(step)
-            history.append({"step": step, "seconds": round(time.perf_counter() - t0, 1), **metrics})
+            train_loss = round(loss_sum / max(loss_n, 1), 4)  # mean since the previous evaluation
+            loss_sum, loss_n = 0.0, 0
+            history.append(
+                {"step": step, "seconds": round(time.perf_counter() - t0, 1), "train_loss": train_loss, **metrics}
+            )
             logger.info("step %d: %s", step, metrics)
             if score > best:
                 best = score
