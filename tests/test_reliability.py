@@ -252,3 +252,18 @@ def test_llamaindex_async_does_not_block_the_event_loop() -> None:
         return ticks
 
     assert asyncio.run(main()) >= 5
+
+
+def test_every_test_named_in_the_reliability_table_exists() -> None:
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    table = (repo / "docs" / "reliability.md").read_text(encoding="utf-8")
+    named = re.findall(r"`(tests/test_\w+\.py)::(\w+)`", table)
+    short = re.findall(r"`…::(\w+)`", table)
+    assert len(named) >= 25
+    for path, name in named:
+        assert re.search(rf"^(async )?def {name}\(", (repo / path).read_text(), re.M), f"{path}::{name}"
+    every = "".join(p.read_text() for p in (repo / "tests").glob("test_*.py"))
+    for name in short:
+        assert f"def {name}(" in every, name
