@@ -62,6 +62,21 @@ class RerankCompressor(BaseDocumentCompressor):
     Duplicates (same ``Document.id``, else same text) are scored once; every
     returned document carries ``relevance_score``, ``retrieval_score``,
     ``retrieval_rank``, ``retrieval_sources`` and ``rerank_scoring`` in its metadata.
+
+    Example (a toy word-overlap scorer stands in for the cross-encoder; by default
+    ``RerankCompressor(top_n=3)`` uses the shipped model):
+        >>> from langchain_core.documents import Document
+        >>> from rerank_plugins import PairNote, ScoredPairs, Scorer
+        >>> class Overlap(Scorer):
+        ...     def score_detailed(self, pairs):
+        ...         s = [float(len(set(q.split()) & set(p.split()))) for q, p in pairs]
+        ...         return ScoredPairs(s, [PairNote()] * len(s))
+        >>> docs = [Document(page_content="red apples", metadata={"src": "a"}),
+        ...         Document(page_content="green apples are sour", metadata={"src": "b"}),
+        ...         Document(page_content="green apples are sour", metadata={"src": "b"})]
+        >>> out = RerankCompressor(model=Overlap(), top_n=1).compress_documents(docs, "are green apples sour")
+        >>> [(d.page_content, d.metadata["src"], d.metadata["relevance_score"]) for d in out]
+        [('green apples are sour', 'b', 4.0)]
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")

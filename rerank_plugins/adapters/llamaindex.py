@@ -70,6 +70,20 @@ class RerankNodePostprocessor(BaseNodePostprocessor):
     ``NodeWithScore.score`` becomes the relevance score; the retriever's score is
     kept in ``node.metadata["retrieval_score"]`` (with ``retrieval_rank``,
     ``retrieval_sources``, ``relevance_score`` and ``rerank_scoring``).
+
+    Example (a toy word-overlap scorer stands in for the cross-encoder; by default
+    ``RerankNodePostprocessor(top_n=3)`` uses the shipped model):
+        >>> from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+        >>> from rerank_plugins import PairNote, ScoredPairs, Scorer
+        >>> class Overlap(Scorer):
+        ...     def score_detailed(self, pairs):
+        ...         s = [float(len(set(q.split()) & set(p.split()))) for q, p in pairs]
+        ...         return ScoredPairs(s, [PairNote()] * len(s))
+        >>> nodes = [NodeWithScore(node=TextNode(text="red apples", id_="a"), score=0.9),
+        ...          NodeWithScore(node=TextNode(text="green apples are sour", id_="b"), score=0.2)]
+        >>> post = RerankNodePostprocessor(model=Overlap(), top_n=1)
+        >>> [(n.node.node_id, n.score) for n in post.postprocess_nodes(nodes, QueryBundle("are green apples sour"))]
+        [('b', 4.0)]
     """
 
     model: Any = Field(
