@@ -20,8 +20,20 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-#: Absolute paths that must never appear in committed outputs.
-MACHINE_PATH = re.compile(r"(/work/|/home/|/root/|/tmp/|/Users/|[A-Z]:\\\\|site-packages)")
+
+
+def _machine_paths() -> re.Pattern[str]:
+    """Directories of the machine running the notebooks, which must never appear in their outputs."""
+    import sysconfig
+    import tempfile
+
+    places = {HERE.parent, Path.home(), Path(tempfile.gettempdir()), Path(sys.prefix)}
+    places |= {Path(p) for p in sysconfig.get_paths().values()}
+    names = sorted({str(p.resolve()) for p in places if len(p.resolve().parts) > 1}, key=len, reverse=True)
+    return re.compile("|".join(re.escape(n) for n in names) + "|site-packages")
+
+
+MACHINE_PATH = _machine_paths()
 
 
 def problems(notebook: object) -> list[str]:

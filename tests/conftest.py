@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer
+
+T = TypeVar("T")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -116,6 +119,41 @@ class FixedScorer(Scorer):
 
     def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
         return ScoredPairs(list(self.scores), [PairNote()] * len(self.scores))
+
+
+class SlowScorer(Scorer):
+    """Scores by passage length after sleeping 0.3 s (to see whether async callers block the loop)."""
+
+    name = "slow"
+
+    def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
+        import time
+
+        time.sleep(0.3)
+        return ScoredPairs([float(len(p)) for _, p in pairs], [PairNote()] * len(pairs))
+
+
+def ticks_while(make: Callable[[], Awaitable[T]]) -> tuple[int, T]:
+    """Run ``make()`` beside a coroutine ticking every 10 ms; return the tick count and the result."""
+    import asyncio
+
+    async def main() -> tuple[int, T]:
+        ticks = 0
+        done = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        result = await make()
+        done = True
+        await task
+        return ticks, result
+
+    return asyncio.run(main())
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import time
-from collections.abc import Sequence
 
 import pytest
 
@@ -14,9 +12,9 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
 
-from rerank_plugins import PairNote, RerankConfig, ScoredPairs, Scorer
+from rerank_plugins import RerankConfig
 from rerank_plugins.adapters.langchain import HybridRetriever, RerankCompressor
-from tests.conftest import OverlapScorer
+from tests.conftest import OverlapScorer, SlowScorer, ticks_while
 
 DOCS = [
     Document(page_content="green apples are sour", metadata={"source": "a.txt", "retrieval_score": 0.2}, id="a"),
@@ -106,34 +104,9 @@ def test_in_an_lcel_chain() -> None:
     assert [[d.id for d in r] for r in chain.batch([QUERY, "bananas yellow"])] == [["a"], ["c"]]
 
 
-class SlowScorer(Scorer):
-    name = "slow"
-
-    def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
-        time.sleep(0.3)
-        return ScoredPairs([float(len(p)) for _, p in pairs], [PairNote()] * len(pairs))
-
-
 def test_async_does_not_block_the_event_loop() -> None:
     compressor = RerankCompressor(model=SlowScorer(), top_n=2)
-
-    async def main() -> tuple[int, list[Document]]:
-        ticks = 0
-        done = False
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not done:
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        task = asyncio.create_task(ticker())
-        out = await compressor.acompress_documents(DOCS, QUERY)
-        done = True
-        await task
-        return ticks, list(out)
-
-    ticks, out = asyncio.run(main())
+    ticks, out = ticks_while(lambda: compressor.acompress_documents(DOCS, QUERY))
     assert ticks >= 5  # the loop kept running while scoring took 0.3 s
     assert [d.id for d in out] == ["a", "b"]
 

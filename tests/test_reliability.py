@@ -217,41 +217,16 @@ def test_hundred_asyncio_tasks_through_both_adapters_match_sequential_runs(tiny_
 
 
 def test_llamaindex_async_does_not_block_the_event_loop() -> None:
-    import time
-    from collections.abc import Sequence
-
     from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-    from rerank_plugins import PairNote, ScoredPairs, Scorer
     from rerank_plugins.adapters.llamaindex import RerankNodePostprocessor
-
-    class SlowScorer(Scorer):
-        name = "slow"
-
-        def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
-            time.sleep(0.3)
-            return ScoredPairs([float(len(p)) for _, p in pairs], [PairNote()] * len(pairs))
+    from tests.conftest import SlowScorer, ticks_while
 
     post = RerankNodePostprocessor(model=SlowScorer(), top_n=2)
     nodes = [NodeWithScore(node=TextNode(text=t, id_=str(i))) for i, t in enumerate(TEXTS)]
-
-    async def main() -> int:
-        ticks = 0
-        done = False
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not done:
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        task = asyncio.create_task(ticker())
-        await post.apostprocess_nodes(nodes, QueryBundle("q"))
-        done = True
-        await task
-        return ticks
-
-    assert asyncio.run(main()) >= 5
+    ticks, out = ticks_while(lambda: post.apostprocess_nodes(nodes, QueryBundle("q")))
+    assert ticks >= 5  # the loop kept running while scoring took 0.3 s
+    assert len(out) == 2
 
 
 def test_every_test_named_in_the_reliability_table_exists() -> None:
