@@ -14,6 +14,9 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "langchain": ("langchain-core",),
     "llamaindex": ("llama-index-core",),
     "onnx": ("onnxruntime", "onnxscript", "onnx"),
+    "remote": ("httpx",),
+    "serve": ("fastapi", "uvicorn", "prometheus-client", "ray"),
+    "batch": ("ray", "pyarrow"),
 }
 
 #: top-level module -> (distribution name, extra that provides it)
@@ -28,15 +31,22 @@ _MODULE_EXTRA: dict[str, tuple[str, str]] = {
     "numpy": ("numpy", "retrieval"),
     "onnxruntime": ("onnxruntime", "onnx"),
     "onnxscript": ("onnxscript", "onnx"),
+    "httpx": ("httpx", "remote"),
+    "fastapi": ("fastapi", "serve"),
+    "uvicorn": ("uvicorn", "serve"),
+    "prometheus_client": ("prometheus-client", "serve"),
+    "ray": ("ray", "serve"),
+    "pyarrow": ("pyarrow", "batch"),
 }
 
 
-def require(module: str, feature: str) -> ModuleType:
+def require(module: str, feature: str, extra: str | None = None) -> ModuleType:
     """Import ``module`` or raise :class:`MissingExtraError` naming the extra.
 
     Only a missing top-level package is turned into ``MissingExtraError``; an
     ``ImportError`` raised from *inside* an installed package is a real bug and
-    propagates unchanged.
+    propagates unchanged. ``extra`` names the extra to suggest when the module's
+    usual one is not the right one for ``feature``.
     """
     top = module.split(".")[0]
     try:
@@ -44,5 +54,5 @@ def require(module: str, feature: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         if exc.name is None or exc.name.split(".")[0] != top:
             raise
-        package, extra = _MODULE_EXTRA[top]
-        raise MissingExtraError(package, extra, feature) from exc
+        package, default_extra = _MODULE_EXTRA[top]
+        raise MissingExtraError(package, extra or default_extra, feature) from exc

@@ -231,7 +231,100 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- train
+# --------------------------------------------------------------------------- serve
+def _serve_config(args: argparse.Namespace) -> tuple[RerankConfig, Any]:
+    from rerank_plugins.serving.settings import ServeSettings
+
+    data: dict[str, Any] = dict(load_settings_file(args.config)) if args.config else {}
+    table = data.pop("serve", None) or {}
+    rerank = RerankConfig.from_mapping(data) if data else RerankConfig()
+    rerank = RerankConfig.from_env(base=rerank)
+    overrides = {f: getattr(args, f) for f in ("model", "device", "batch_size", "max_length") if getattr(args, f, None)}
+    if overrides:
+        rerank = rerank.merged(**overrides)
+    settings = ServeSettings.from_sources(
+        table,
+        os.environ,
+        engine=args.engine,
+        host=args.host,
+        port=args.port,
+        replicas=args.replicas,
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        ray_address=args.ray_address,
+        dynamic_batching=False if args.no_batching else None,
+        max_documents=args.max_documents,
+    )
+    return rerank, settings
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    config, settings = _serve_config(args)
+    if settings.host not in {"127.0.0.1", "localhost", "::1"}:
+        logger.warning(
+            "binding to %s: the service has no authentication; put it behind your own gateway", settings.host
+        )
+    url = f"http://{settings.host}:{settings.port}"
+    if settings.engine == "uvicorn":
+        from rerank_plugins._extras import require
+        from rerank_plugins.serving.app import create_app
+
+        uvicorn = require("uvicorn", "rerank-plugins serve --engine uvicorn")
+        app = create_app(config=config, settings=settings)
+        print(f"serving {app.state.service.scorer.name} at {url} (/rerank, /v1/rerank, /health, /metrics)", flush=True)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        return 0
+    from rerank_plugins.serving import ray_deployment
+
+    ray_deployment.start(config, settings)
+    print(
+        f"serving at {url} with {ray_deployment.replica_count()} replica(s) on Ray "
+        f"({settings.ray_address or 'local instance on loopback'}); Ctrl-C stops",
+        flush=True,
+    )
+    stopping = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stopping:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ray_deployment.stop(shutdown_ray=settings.ray_address is None)
+    return 0
+
+
+# --------------------------------------------------------------------------- score-pairs
+def _cmd_score_pairs(args: argparse.Namespace) -> int:
+    from rerank_plugins.batch_scoring import score_pairs
+
+    summary = score_pairs(
+        args.input,
+        args.output,
+        _config_from_args(args),
+        query_field=args.query_field,
+        passage_field=args.passage_field,
+        actors=args.actors,
+        batch_size=args.batch_size_rows,
+        rows_per_file=args.rows_per_file,
+        max_rows=args.max_rows,
+        output_format=args.format,
+        ray_address=args.ray_address,
+        progress=sys.stderr.isatty(),
+    )
+    print(json.dumps(summary, indent=2))
+    return 0 if summary["complete"] or args.max_rows is not None else 1
+
+
+# --------------------------------------------------------------------------- bench
 def _cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -460,6 +553,60 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--head-lr", type=float, help="classifier head learning rate (default 1e-3)")
     tr.add_argument("--seed", type=int, help="random seed")
     tr.set_defaults(func=_cmd_train)
+
+    sv = sub.add_parser(
+        "serve",
+        help="serve the scorer over HTTP (TEI /rerank, Cohere /v1/rerank, /health, /metrics) on Ray Serve or uvicorn",
+        description="Starts the HTTP service. With --engine ray (default) it starts a local Ray instance on "
+        "loopback (or joins --ray-address) and deploys the scorer as a Ray Serve deployment with replicas, "
+        "dynamic batching across concurrent requests and optional autoscaling; --engine uvicorn runs one "
+        "process without Ray. Settings: a [serve] table in --config, RERANK_PLUGINS_SERVE_* variables, flags.",
+        epilog="examples:\n"
+        "  rerank-plugins serve                      # http://127.0.0.1:8080, 1 replica\n"
+        "  rerank-plugins serve --replicas 2 --port 9000\n"
+        "  rerank-plugins serve --min-replicas 1 --max-replicas 4 --ray-address auto\n"
+        "  rerank-plugins serve --engine uvicorn\n"
+        "  curl -s 127.0.0.1:8080/rerank -H 'content-type: application/json' \\\n"
+        '       -d \'{"query": "what is a cat", "texts": ["a cat is a pet", "stocks fell"]}\'',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_options(sv)
+    sv.add_argument("--engine", choices=["ray", "uvicorn"], help="Ray Serve (default) or one uvicorn process")
+    sv.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="port (default 8080)")
+    sv.add_argument("--replicas", type=int, help="replicas (initial count when autoscaling)")
+    sv.add_argument("--min-replicas", type=int, help="autoscaling lower bound")
+    sv.add_argument("--max-replicas", type=int, help="autoscaling upper bound (turns autoscaling on)")
+    sv.add_argument("--ray-address", help="existing Ray cluster ('auto', 'ray://head:10001'); default: a local one")
+    sv.add_argument("--no-batching", action="store_true", help="score each request on its own")
+    sv.add_argument("--max-documents", type=int, help="most texts per request (default 1000)")
+    sv.set_defaults(func=_cmd_serve)
+
+    sp = sub.add_parser(
+        "score-pairs",
+        help="score a JSONL/Parquet file of (query, passage) pairs with Ray Data; resumable",
+        description="Scores every row of INPUT (JSONL or Parquet with query and passage columns) in a pool "
+        "of Ray Data actors and writes all input columns plus 'row' and 'score' as part files under "
+        "OUTPUT/scored/. Run it again on the same OUTPUT after an interruption: rows already written are "
+        "not scored again and none is lost. Prints a summary with pairs/s (also OUTPUT/summary.json).",
+        epilog="examples:\n"
+        "  rerank-plugins score-pairs pairs.jsonl labels/\n"
+        "  rerank-plugins score-pairs pairs.parquet labels/ --actors 2 --format jsonl\n"
+        "  python -c 'import pyarrow.parquet as pq; print(pq.read_table(\"labels/scored\").num_rows)'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_options(sp)
+    sp.add_argument("input", help="JSONL or Parquet file of pairs")
+    sp.add_argument("output", help="output directory (resumed when it holds a previous run)")
+    sp.add_argument("--query-field", default="query", help="column of the query (default 'query')")
+    sp.add_argument("--passage-field", default="passage", help="column of the passage (default 'passage')")
+    sp.add_argument("--actors", type=int, default=1, help="scorer actors, one model copy each (default 1)")
+    sp.add_argument("--batch-size-rows", type=int, default=64, help="pairs per scorer call (default 64)")
+    sp.add_argument("--rows-per-file", type=int, default=1024, help="rows per output file, the unit kept on resume")
+    sp.add_argument("--max-rows", type=int, help="score at most this many more pairs, then stop")
+    sp.add_argument("--format", choices=["parquet", "jsonl"], default="parquet", help="output files (parquet)")
+    sp.add_argument("--ray-address", help="existing Ray cluster; default: a local instance on loopback")
+    sp.set_defaults(func=_cmd_score_pairs)
     return parser
 
 

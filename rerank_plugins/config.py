@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from rerank_plugins.errors import ConfigError
 
@@ -42,13 +42,39 @@ class RerankConfig(BaseModel):
         description="Hugging Face model id or local directory of a cross-encoder. "
         "None selects the model shipped with the package (rerank_plugins.default_model_path()).",
     )
-    scorer: Literal["cross-encoder", "windowed", "monot5", "rankt5", "ensemble", "bi-encoder"] = Field(
+    scorer: Literal["cross-encoder", "windowed", "monot5", "rankt5", "ensemble", "bi-encoder", "remote"] = Field(
         default="cross-encoder",
         description="'cross-encoder' truncates passages that do not fit (and flags them); 'windowed' "
         "scores overlapping windows of long passages and aggregates them (window_* fields); 'monot5' and "
         "'rankt5' load `model` as a T5 reranker (log p(true), or one token's logit); 'ensemble' combines "
         "the scorers described by `members`; 'bi-encoder' scores by embedding cosine (`model`: a "
-        "sentence-transformers bi-encoder, default all-MiniLM-L6-v2), mainly as an ensemble member.",
+        "sentence-transformers bi-encoder, default all-MiniLM-L6-v2), mainly as an ensemble member; 'remote' "
+        "sends the pairs to a /rerank server (remote_* fields): `rerank-plugins serve`, TEI or infinity.",
+    )
+    remote_url: str | None = Field(
+        default=None,
+        description="Base URL of the /rerank server of scorer='remote', e.g. http://127.0.0.1:8080.",
+    )
+    remote_protocol: Literal["tei", "cohere"] = Field(
+        default="tei",
+        description="'tei': POST {url}/rerank {query, texts} (text-embeddings-inference, and ours); "
+        "'cohere': POST {url}/v1/rerank {query, documents} (Cohere, infinity, and ours).",
+    )
+    remote_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP request, in seconds.")
+    remote_retries: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="Retries (exponential backoff from 0.2 s) after a connection error, a timeout, a 429 or a 5xx.",
+    )
+    remote_max_documents: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most passages per request; larger candidate sets are split into several requests. "
+        "None: the server's max_client_batch_size from GET /info, else 32.",
+    )
+    remote_api_key: SecretStr | None = Field(
+        default=None, description="Sent as 'Authorization: Bearer <key>' (kept out of logs and reprs)."
     )
     members: tuple[RerankConfig, ...] = Field(
         default=(),
@@ -228,6 +254,13 @@ class RerankConfig(BaseModel):
                 f"score_threshold={t} is outside [0, 1], the range of {self.activation} scores; "
                 "use a value in [0, 1] or set activation='raw' for a logit threshold"
             )
+        if self.scorer == "remote":
+            url = self.remote_url or ""
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(
+                    "scorer='remote' needs remote_url, the http(s) base URL of a /rerank server "
+                    f"(got {self.remote_url!r})"
+                )
         if self.scorer == "ensemble" and not self.members:
             raise ValueError("scorer='ensemble' needs at least one entry in members")
         if self.member_weights is not None and len(self.member_weights) != len(self.members):
@@ -263,8 +296,8 @@ class RerankConfig(BaseModel):
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = base.model_dump(exclude_unset=True) if base else {}
         for key, raw in environ.items():
-            if not key.startswith(ENV_PREFIX):
-                continue
+            if not key.startswith(ENV_PREFIX) or key.startswith(ENV_PREFIX + "SERVE_"):
+                continue  # RERANK_PLUGINS_SERVE_* belong to the serving settings
             name = key[len(ENV_PREFIX) :].lower()
             if name not in cls.model_fields:
                 raise ConfigError(

@@ -74,7 +74,10 @@ def test_every_install_hint_names_a_declared_extra_that_provides_the_package() -
     declared = _declared_extras()
     for extra, packages in EXTRAS.items():
         assert extra in declared, f"extra {extra!r} is not declared in pyproject.toml"
-        names = {req.split(";")[0].split(">")[0].split("<")[0].split("=")[0].strip().lower() for req in declared[extra]}
+        names = {
+            req.split(";")[0].split(">")[0].split("<")[0].split("=")[0].split("[")[0].strip().lower()
+            for req in declared[extra]
+        }
         assert set(packages) <= names, (extra, packages, names)
     for module, (package, extra) in _MODULE_EXTRA.items():
         assert package in EXTRAS[extra], module

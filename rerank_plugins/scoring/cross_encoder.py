@@ -411,7 +411,11 @@ def token_budget_batches(lengths: Sequence[int], max_pairs: int, max_tokens: int
 
 def _build_scorer(cfg: RerankConfig) -> Scorer:
     scorer: Scorer
-    if cfg.scorer == "ensemble":
+    if cfg.scorer == "remote":
+        from rerank_plugins.scoring.remote import RemoteScorer
+
+        scorer = RemoteScorer(cfg)
+    elif cfg.scorer == "ensemble":
         from rerank_plugins.scoring.ensemble import EnsembleScorer
 
         scorer = EnsembleScorer(
@@ -455,7 +459,7 @@ def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> Scorer:
     # Every setting except those the pipeline applies after scoring can change a score,
     # so the key is the config itself with the pipeline-only fields reset.
     key = (
-        cfg.model if cfg.scorer in ("ensemble", "bi-encoder") else resolve_model(cfg.model),
+        cfg.model if cfg.scorer in ("ensemble", "bi-encoder", "remote") else resolve_model(cfg.model),
         cfg.model_copy(update={f: RerankConfig.model_fields[f].default for f in _PIPELINE_ONLY}),
     )
     with _lock:

@@ -1,0 +1,281 @@
+"""Offline scoring of (query, passage) files with Ray Data: the labeling path for distillation.
+
+``score_pairs(input, output_dir, config)`` reads a JSONL or Parquet file of pairs, scores
+them with the shared scorer in a pool of Ray actors (``map_batches``) and writes every input
+column plus ``row`` (the pair's 0-based position in the input) and ``score`` as Parquet (or
+JSONL) part files under ``output_dir/scored/``.
+
+Resumable: the input is first staged (once) as Parquet with its ``row`` numbers; each run
+reads the part files already written, drops unreadable ones (a file cut short by a crash:
+its rows are scored again) and scores only the rows not yet in a readable file. So after
+any number of interruptions the output holds every input row exactly once. Pairs an actor
+had scored but not yet written when a run died are scored again by the next run.
+
+Example (the CLI does the same):
+    >>> from rerank_plugins.config import RerankConfig
+    >>> summary = score_pairs("pairs.jsonl", "out/", RerankConfig())  # doctest: +SKIP
+    >>> summary["rows_total"] == summary["rows_done"]  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from rerank_plugins._extras import require
+from rerank_plugins.config import RerankConfig
+from rerank_plugins.errors import RerankInputError
+
+__all__ = ["read_scored", "score_pairs"]
+
+logger = logging.getLogger(__name__)
+
+_STAGE_ROWS = 50_000
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"input": path.name, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _read_input(path: Path, query_field: str, passage_field: str) -> Any:
+    pa = require("pyarrow", "score-pairs", extra="batch")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in {".jsonl", ".json", ".ndjson"}:
+            import pyarrow.json as pj
+
+            table = pj.read_json(path)
+        elif suffix in {".parquet", ".pq"}:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        else:
+            raise RerankInputError(f"{path}: unsupported input type {suffix!r}; use .jsonl or .parquet")
+    except pa.ArrowInvalid as exc:
+        raise RerankInputError(f"{path} could not be read as {suffix[1:]}: {exc}") from exc
+    for name in (query_field, passage_field):
+        if name not in table.column_names:
+            raise RerankInputError(
+                f"{path} has no column {name!r} (columns: {', '.join(table.column_names)}); "
+                "name the columns with --query-field / --passage-field"
+            )
+        col = table[name]
+        if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+            raise RerankInputError(f"{path}: column {name!r} holds {col.type}, not text")
+        if col.null_count:
+            first = next(i for i, v in enumerate(col.is_null().to_pylist()) if v)
+            raise RerankInputError(f"{path}: {col.null_count} rows have no {name!r} (first: row {first})")
+    if "row" in table.column_names or "score" in table.column_names:
+        raise RerankInputError(
+            f"{path} already has a 'row' or 'score' column; rename it (both are written by score-pairs)"
+        )
+    return table
+
+
+def _stage(src: Path, stage: Path, query_field: str, passage_field: str) -> int:
+    """Copy the input as Parquet with row numbers (once); returns the row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    marker = stage / "_STAGED.json"
+    if marker.is_file():
+        meta = json.loads(marker.read_text())
+        if meta["fingerprint"] != _fingerprint(src):
+            raise RerankInputError(
+                f"{src} changed since this output directory was started; use a new output directory "
+                "(or delete it to start over)"
+            )
+        return int(meta["rows"])
+    table = _read_input(src, query_field, passage_field)
+    table = table.append_column("row", pa.array(range(table.num_rows), pa.int64()))
+    tmp = stage.with_name(stage.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for k, start in enumerate(range(0, max(table.num_rows, 1), _STAGE_ROWS)):
+        pq.write_table(table.slice(start, _STAGE_ROWS), tmp / f"part-{k:05d}.parquet")
+    (tmp / "_STAGED.json").write_text(json.dumps({"fingerprint": _fingerprint(src), "rows": table.num_rows}))
+    shutil.rmtree(stage, ignore_errors=True)
+    tmp.rename(stage)
+    return int(table.num_rows)
+
+
+def _scored_files(scored: Path) -> list[Path]:
+    return sorted(p for p in scored.glob("*") if p.suffix in {".parquet", ".json", ".jsonl"} and p.is_file())
+
+
+def _read_file(path: Path, columns: list[str] | None = None) -> Any:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path, columns=columns)
+    import pyarrow.json as pj
+
+    table = pj.read_json(path)
+    return table.select(columns) if columns else table
+
+
+def _done_rows(scored: Path) -> tuple[Any, int]:
+    """Rows already in readable output files; unreadable files are removed. Returns (rows, files removed)."""
+    import numpy as np
+
+    parts = []
+    removed = 0
+    for f in _scored_files(scored):
+        try:
+            parts.append(_read_file(f, ["row"])["row"].to_numpy())
+        except Exception as exc:  # a file cut short by a crash: its rows get scored again
+            logger.warning("removing unreadable output %s (%s); its rows will be scored again", f.name, exc)
+            f.unlink()
+            removed += 1
+    rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    if len(np.unique(rows)) != len(rows):
+        raise RerankInputError(f"{scored} holds some rows twice; it was not written by this tool alone")
+    return rows, removed
+
+
+class _PairScorer:
+    """A Ray Data actor: one scorer per actor process, loaded once."""
+
+    def __init__(self, config: RerankConfig, query_field: str, passage_field: str) -> None:
+        from rerank_plugins.scoring.cross_encoder import get_scorer
+
+        self.scorer = get_scorer(config)
+        self.query_field = query_field
+        self.passage_field = passage_field
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        pairs = list(zip(batch[self.query_field].to_pylist(), batch[self.passage_field].to_pylist(), strict=True))
+        return batch.append_column("score", pa.array(self.scorer.score(pairs), pa.float64()))
+
+
+def _drop_done(batch: Any, done: Any) -> Any:
+    import pyarrow.compute as pc
+
+    if len(done) == 0:
+        return batch
+    return batch.filter(pc.invert(pc.is_in(batch["row"], value_set=done)))
+
+
+def score_pairs(
+    input_path: str | Path,
+    output_dir: str | Path,
+    config: RerankConfig | None = None,
+    *,
+    query_field: str = "query",
+    passage_field: str = "passage",
+    actors: int = 1,
+    cpus_per_actor: float | None = None,
+    batch_size: int = 64,
+    rows_per_file: int = 1024,
+    max_rows: int | None = None,
+    output_format: Literal["parquet", "jsonl"] = "parquet",
+    ray_address: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score the pairs of ``input_path`` into ``output_dir/scored/``; resumes a previous run there.
+
+    Args:
+        actors: Scorer actors (each holds one model copy).
+        cpus_per_actor: CPUs Ray reserves per actor (default: the cores less one, shared by the actors);
+            the actors' compute threads are cores / actors unless ``config.threads`` says otherwise.
+        batch_size: Pairs handed to the scorer at a time.
+        rows_per_file: Rows per output part file: the work an interruption can lose.
+        max_rows: Score at most this many more pairs in this run (None: all that are left).
+
+    Returns:
+        A summary (also written to ``output_dir/summary.json``): rows in total, done, scored by this
+        run, seconds and pairs/s of this run, files removed as unreadable.
+    """
+    require("pyarrow", "score-pairs", extra="batch")
+    ray = require("ray", "score-pairs", extra="batch")
+    from rerank_plugins._ray import init_ray
+
+    src = Path(input_path)
+    if not src.is_file():
+        raise RerankInputError(f"input file {src} does not exist")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scored_dir = out / "scored"
+    scored_dir.mkdir(exist_ok=True)
+    total = _stage(src, out / "staged", query_field, passage_field)
+    done, removed = _done_rows(scored_dir)
+    left = total - len(done)
+    cfg = config or RerankConfig()
+    cores = os.cpu_count() or 1
+    # Ray's CPU reservations are logical: the actors leave one core to Ray Data's file listing (1 CPU)
+    # and the read / filter / write tasks (0.25 CPU each), or those starve and the pipeline stalls.
+    # The compute threads still use every core.
+    cpus = cpus_per_actor if cpus_per_actor is not None else max(0.25, (cores - 1) / max(actors, 1))
+    if cfg.threads is None:
+        cfg = cfg.merged(threads=max(1, round(cores / max(actors, 1))))
+    todo = left if max_rows is None else min(left, max_rows)
+    logger.info("%d pairs in %s: %d done before, %d to score now", total, src.name, len(done), todo)
+
+    seconds = 0.0
+    if todo > 0:
+        import pyarrow as pa
+
+        init_ray(ray_address, extra="batch")
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = progress
+        ctx.execution_options.preserve_order = False
+        started = time.perf_counter()
+        io = {"num_cpus": 0.25}
+        ds = ray.data.read_parquet(str(out / "staged"), **io)
+        done_set = pa.array(done, pa.int64())
+        ds = ds.map_batches(_drop_done, fn_kwargs={"done": done_set}, batch_format="pyarrow", **io)
+        if max_rows is not None:
+            ds = ds.limit(todo)
+        # small blocks: each becomes one actor task and one output file, the unit a resume keeps
+        ds = ds.repartition(target_num_rows_per_block=rows_per_file)
+        ds = ds.map_batches(
+            _PairScorer,
+            fn_constructor_args=(cfg, query_field, passage_field),
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=cpus,
+        )
+        if output_format == "parquet":
+            ds.write_parquet(str(scored_dir), ray_remote_args=io)
+        else:
+            ds.write_json(str(scored_dir), ray_remote_args=io)
+        seconds = time.perf_counter() - started
+
+    done_after, _ = _done_rows(scored_dir)
+    summary = {
+        "input": src.name,
+        "rows_total": total,
+        "rows_done": len(done_after),
+        "rows_done_before": len(done),
+        "rows_scored_this_run": int(len(done_after) - len(done)),
+        "unreadable_files_removed": removed,
+        "seconds": round(seconds, 2),
+        "pairs_per_s": round((len(done_after) - len(done)) / seconds, 2) if seconds else None,
+        "actors": actors,
+        "model": cfg.model or "(shipped default)",
+        "complete": len(done_after) == total,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def read_scored(output_dir: str | Path) -> Any:
+    """All scored rows of ``output_dir`` as one pyarrow Table, in input order."""
+    require("pyarrow", "read_scored", extra="batch")
+    import pyarrow as pa
+
+    files = _scored_files(Path(output_dir) / "scored")
+    if not files:
+        raise RerankInputError(f"{output_dir} has no scored files yet; run score-pairs first")
+    table = pa.concat_tables([_read_file(f) for f in files], promote_options="default")
+    return table.sort_by("row")

@@ -1,0 +1,377 @@
+"""The HTTP face of the shared scorer: the ``/rerank`` protocols clients already speak.
+
+* ``POST /rerank``: text-embeddings-inference (TEI): ``{query, texts, raw_scores, return_text,
+  truncate}`` -> ``[{index, score, text?}]``, best first.
+* ``POST /v1/rerank``: Cohere / infinity:
+  ``{query, documents, top_n, return_documents, model?, raw_scores?}`` ->
+  ``{id, model, results: [{index, relevance_score, document?}], meta, usage}``.
+* ``GET /health``, ``GET /info`` (model and limits, TEI field names), ``GET /metrics`` (Prometheus).
+
+Bad input never gets a 500: a body that is not JSON or misses a field is a 422, a body or
+query over the limits a 413, each as ``{"error", "error_type", "message"}`` (TEI reads
+``error``, Cohere clients ``message``). The scorer runs behind a pluggable async ``score_fn``,
+so the same app serves one process under uvicorn or each replica of the Ray Serve
+deployment (:mod:`rerank_plugins.serving.ray_deployment`), where concurrent requests are
+batched together.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the route annotations at run time,
+# and fastapi is imported inside create_app (it is an optional extra).
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rerank_plugins._extras import require
+from rerank_plugins.config import RerankConfig
+from rerank_plugins.errors import RerankInputError, RerankPluginsError
+from rerank_plugins.scoring.base import ScoredPairs, Scorer, check_pairs
+from rerank_plugins.serving.settings import ServeSettings
+
+__all__ = ["CohereRequest", "RerankService", "ScoreFn", "ServiceError", "TEIRequest", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+#: (pairs, raw_scores) -> scores and notes in input order.
+ScoreFn = Callable[[list[tuple[str, str]], bool], Awaitable[ScoredPairs]]
+
+
+class TEIRequest(BaseModel):
+    """Body of text-embeddings-inference's ``POST /rerank``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    query: str
+    texts: list[str]
+    raw_scores: bool = False
+    return_text: bool = False
+    truncate: bool | None = None
+    truncation_direction: Literal["right", "Right", "left", "Left"] = "right"
+
+
+class _DocumentObject(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    text: str
+
+
+class CohereRequest(BaseModel):
+    """Body of the Cohere / infinity ``POST /v1/rerank``."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    query: str
+    documents: list[str | _DocumentObject]
+    top_n: int | None = Field(default=None, ge=1)
+    return_documents: bool = False
+    model: str | None = None
+    raw_scores: bool = False
+    truncate: bool | None = None
+
+
+class ServiceError(RerankPluginsError):
+    """A request the service refuses, with its HTTP status and TEI error type."""
+
+    def __init__(self, status: int, message: str, error_type: str = "Validation") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.message, "error_type": self.error_type, "message": self.message}
+
+
+@dataclass
+class _Metrics:
+    registry: Any
+    requests: Any
+    latency: Any
+    pairs: Any
+    batch_pairs: Any
+    batch_requests: Any
+    cache_hits: Any
+    cache_misses: Any
+
+
+def _make_metrics() -> _Metrics:
+    prom = require("prometheus_client", "The HTTP service's metrics")
+    reg = prom.CollectorRegistry()
+    return _Metrics(
+        registry=reg,
+        requests=prom.Counter(
+            "rerank_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=reg
+        ),
+        latency=prom.Histogram(
+            "rerank_request_seconds",
+            "Request latency by endpoint",
+            ["endpoint"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=reg,
+        ),
+        pairs=prom.Counter("rerank_pairs_scored", "(query, passage) pairs scored", registry=reg),
+        batch_pairs=prom.Histogram(
+            "rerank_batch_pairs",
+            "Pairs per scorer call (one request, or several batched together)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=reg,
+        ),
+        batch_requests=prom.Histogram(
+            "rerank_batch_requests",
+            "Requests sharing one scorer call (dynamic batching)",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+            registry=reg,
+        ),
+        cache_hits=prom.Gauge("rerank_cache_hits", "Score cache hits (when cache_entries > 0)", registry=reg),
+        cache_misses=prom.Gauge("rerank_cache_misses", "Score cache misses (when cache_entries > 0)", registry=reg),
+    )
+
+
+class RerankService:
+    """Validation, scoring and response shaping of both protocols, independent of the web framework.
+
+    Args:
+        config: Rerank settings of the scorer (``top_n`` and thresholds do not apply: the protocols
+            carry their own).
+        settings: Limits and truncation policy.
+        scorer: The scorer of normalised scores (default: the shared scorer of ``config``).
+        raw_scorer: The scorer of raw logits (default: the shared scorer of ``config`` with activation='raw').
+        score_fn: An async (pairs, raw) -> ScoredPairs; default: the scorers in a worker thread. The
+            Ray deployment passes its batching method here.
+    """
+
+    def __init__(
+        self,
+        config: RerankConfig | None = None,
+        settings: ServeSettings | None = None,
+        *,
+        scorer: Scorer | None = None,
+        raw_scorer: Scorer | None = None,
+        score_fn: ScoreFn | None = None,
+    ) -> None:
+        self.config = config or RerankConfig()
+        self.settings = settings or ServeSettings()
+        if scorer is None:
+            from rerank_plugins.scoring.cross_encoder import get_scorer
+
+            scorer = get_scorer(self.config)
+        self.scorer = scorer
+        self._raw_scorer = raw_scorer
+        self._score_fn = score_fn or self.score_in_thread
+        self.metrics = _make_metrics()
+        self.started = time.time()
+
+    @property
+    def raw_scorer(self) -> Scorer:
+        if self._raw_scorer is None:
+            from rerank_plugins.scoring.cross_encoder import get_scorer
+
+            self._raw_scorer = get_scorer(self.config.merged(activation="raw"))
+        return self._raw_scorer
+
+    # ------------------------------------------------------------------ scoring
+    def score_now(self, pairs: list[tuple[str, str]], raw: bool) -> ScoredPairs:
+        """Score synchronously (the batching path calls this with several requests' pairs)."""
+        scored = (self.raw_scorer if raw else self.scorer).score_detailed(pairs)
+        self.record_batch(len(pairs), 1)
+        return scored
+
+    async def score_in_thread(self, pairs: list[tuple[str, str]], raw: bool) -> ScoredPairs:
+        import asyncio
+
+        return await asyncio.to_thread(self.score_now, pairs, raw)
+
+    def record_batch(self, pairs: int, requests: int) -> None:
+        self.metrics.pairs.inc(pairs)
+        self.metrics.batch_pairs.observe(pairs)
+        self.metrics.batch_requests.observe(requests)
+
+    async def _score(self, query: str, texts: list[str], raw: bool, truncate: bool | None) -> list[float]:
+        s = self.settings
+        if not query.strip():
+            raise ServiceError(422, "`query` is empty; send the question the texts should be ranked for")
+        if len(query) > s.max_query_chars:
+            raise ServiceError(
+                413, f"`query` has {len(query)} characters; this server accepts at most {s.max_query_chars}"
+            )
+        if not texts:
+            raise ServiceError(422, "the list of texts/documents is empty; send at least one")
+        if len(texts) > s.max_documents:
+            raise ServiceError(
+                413,
+                f"{len(texts)} texts/documents in one request; this server accepts at most {s.max_documents} "
+                "(split the request: rerank_plugins.scoring.remote.RemoteScorer does it for you)",
+            )
+        try:
+            pairs = check_pairs([(query, t) for t in texts])
+            scored = await self._score_fn(pairs, raw)
+        except RerankInputError as exc:
+            raise ServiceError(422, str(exc)) from exc
+        if len(scored.scores) != len(texts):
+            raise ServiceError(500, "the scorer returned the wrong number of scores", "Backend")
+        if not (s.auto_truncate if truncate is None else truncate):
+            cut = [i for i, n in enumerate(scored.notes) if n.how == "truncated"]
+            if cut:
+                raise ServiceError(
+                    413,
+                    f"{len(cut)} text(s) (first: index {cut[0]}, {scored.notes[cut[0]].dropped_tokens} tokens over) "
+                    f"do not fit max_length={self.config.max_length} tokens next to the query; send truncate=true "
+                    "to score their beginning, or shorter texts",
+                )
+        return scored.scores
+
+    # ------------------------------------------------------------------ protocols
+    async def tei(self, req: TEIRequest) -> list[dict[str, Any]]:
+        if req.truncation_direction.lower() == "left":
+            raise ServiceError(422, "truncation_direction='left' is not supported; passages are cut on the right")
+        scores = await self._score(req.query, req.texts, req.raw_scores, req.truncate)
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        out = []
+        for i in order:
+            item: dict[str, Any] = {"index": i, "score": scores[i]}
+            if req.return_text:
+                item["text"] = req.texts[i]
+            out.append(item)
+        return out
+
+    async def cohere(self, req: CohereRequest) -> dict[str, Any]:
+        texts = [d if isinstance(d, str) else d.text for d in req.documents]
+        scores = await self._score(req.query, texts, req.raw_scores, req.truncate)
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        if req.top_n is not None:
+            order = order[: req.top_n]
+        results = []
+        for i in order:
+            item: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
+            if req.return_documents:
+                item["document"] = {"text": texts[i]}
+            results.append(item)
+        return {
+            "id": str(uuid.uuid4()),
+            "object": "rerank",
+            "model": req.model or self.scorer.name,
+            "results": results,
+            "meta": {"api_version": {"version": "1"}, "billed_units": {"search_units": 1}},
+            "usage": {"documents": len(texts)},
+        }
+
+    def info(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "model_id": self.scorer.name,
+            "model_type": {"reranker": {}},
+            "max_client_batch_size": s.max_documents,
+            "max_input_length": self.config.max_length,
+            "max_request_bytes": s.max_request_bytes,
+            "max_query_chars": s.max_query_chars,
+            "auto_truncate": s.auto_truncate,
+            "protocols": ["tei:/rerank", "cohere:/v1/rerank"],
+        }
+
+    def update_cache_metrics(self) -> None:
+        stats = getattr(self.scorer, "stats", None)
+        if callable(stats):
+            st = stats()
+            self.metrics.cache_hits.set(st.get("hits", 0))
+            self.metrics.cache_misses.set(st.get("misses", 0))
+
+
+async def _read_body(request: Any, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServiceError(413, f"request body of {declared} bytes; this server accepts at most {limit}")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServiceError(413, f"request body over {limit} bytes; this server accepts at most {limit}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(model: type[BaseModel], body: bytes) -> Any:
+    if not body.strip():
+        raise ServiceError(422, "empty request body; send a JSON object")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors()[:5]:
+            loc = ".".join(str(p) for p in err["loc"]) or "body"
+            parts.append(f"{loc}: {err['msg']}")
+        raise ServiceError(422, f"invalid {model.__name__} body: " + "; ".join(parts)) from exc
+
+
+def create_app(service: RerankService | None = None, **service_kwargs: Any) -> Any:
+    """A FastAPI app serving ``service`` (built from ``service_kwargs`` when not given)."""
+    fastapi = require("fastapi", "The HTTP service")
+    responses = require("fastapi.responses", "The HTTP service")
+    prom = require("prometheus_client", "The HTTP service's metrics")
+    svc = service or RerankService(**service_kwargs)
+    app = fastapi.FastAPI(
+        title="rerank_plugins",
+        summary="Cross-encoder reranking over the TEI and Cohere /rerank protocols",
+        version=__import__("rerank_plugins").__version__,
+    )
+    app.state.service = svc
+    json_response = responses.JSONResponse
+
+    async def handle(endpoint: str, work: Callable[[], Awaitable[Any]]) -> Any:
+        start = time.perf_counter()
+        try:
+            result = await work()
+            status = 200
+            response = json_response(result)
+        except ServiceError as exc:
+            status = exc.status
+            response = json_response(exc.body(), status_code=status)
+            if status >= 500:
+                logger.error("%s failed: %s", endpoint, exc.message)
+        except Exception as exc:
+            status = 500
+            logger.exception("%s failed", endpoint)
+            body = ServiceError(500, f"scoring failed: {type(exc).__name__}: {exc}", "Backend").body()
+            response = json_response(body, status_code=500)
+        svc.metrics.requests.labels(endpoint, str(status)).inc()
+        svc.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+        return response
+
+    def schema(model: type[BaseModel]) -> dict[str, Any]:
+        return {
+            "requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}
+        }
+
+    @app.post("/rerank", openapi_extra=schema(TEIRequest), summary="text-embeddings-inference rerank")
+    async def rerank_tei(request: fastapi.Request) -> Any:
+        async def work() -> Any:
+            body = await _read_body(request, svc.settings.max_request_bytes)
+            return await svc.tei(_parse(TEIRequest, body))
+
+        return await handle("/rerank", work)
+
+    @app.post("/v1/rerank", openapi_extra=schema(CohereRequest), summary="Cohere / infinity rerank")
+    async def rerank_cohere(request: fastapi.Request) -> Any:
+        async def work() -> Any:
+            body = await _read_body(request, svc.settings.max_request_bytes)
+            return await svc.cohere(_parse(CohereRequest, body))
+
+        return await handle("/v1/rerank", work)
+
+    @app.get("/health")
+    async def health() -> Any:
+        return {"status": "ok", "model": svc.scorer.name, "uptime_s": round(time.time() - svc.started, 1)}
+
+    @app.get("/info")
+    async def info() -> Any:
+        return svc.info()
+
+    @app.get("/metrics")
+    async def metrics() -> Any:
+        svc.update_cache_metrics()
+        return responses.Response(prom.generate_latest(svc.metrics.registry), media_type=prom.CONTENT_TYPE_LATEST)
+
+    return app

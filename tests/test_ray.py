@@ -1,0 +1,233 @@
+"""Ray Serve deployment (start, batch, scale, survive a killed replica, stop) and Ray Data batch scoring
+(interrupted by SIGKILL, a file cut short, resumed: every pair exactly once)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+pytest.importorskip("fastapi")
+pytest.importorskip("pyarrow")
+import httpx
+
+from rerank_plugins.config import RerankConfig
+from rerank_plugins.scoring.cross_encoder import get_scorer
+from rerank_plugins.scoring.remote import RemoteScorer
+from rerank_plugins.serving.settings import ServeSettings
+from tests.conftest import build_tiny_cross_encoder
+
+pytestmark = pytest.mark.ray
+
+WORDS = ["cat", "dog", "pet", "animal", "market", "stock", "river", "bank", "tree", "leaf", "sun", "moon"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("ray-model"))
+
+
+def _pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    import random
+
+    rng = random.Random(seed)
+    return [
+        (" ".join(rng.sample(WORDS, 2)), " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 30))))
+        for _ in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model: Path) -> Iterator[tuple[str, RerankConfig]]:
+    from rerank_plugins.serving import ray_deployment
+
+    config = RerankConfig(model=str(tiny_model), backend="torch")
+    port = _free_port()
+    ray_deployment.start(config, ServeSettings(port=port, replicas=1, batch_wait_timeout_ms=100, max_batch_pairs=512))
+    try:
+        yield f"http://127.0.0.1:{port}", config
+    finally:
+        ray_deployment.stop()
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_serve_scores_like_the_local_scorer_and_batches_concurrent_requests(
+    served: tuple[str, RerankConfig],
+) -> None:
+    from rerank_plugins.serving import ray_deployment
+
+    url, config = served
+    assert ray_deployment.replica_count() == 1
+    assert httpx.get(f"{url}/health").json()["status"] == "ok"
+    pairs = _pairs(24)
+    remote = RemoteScorer(url=url, max_documents=4)
+    local = get_scorer(config).score(pairs)
+    assert remote.score(pairs) == pytest.approx(local, abs=1e-5)
+
+    requests_before = _metric(url, "rerank_batch_requests_sum")
+    batches_before = _metric(url, "rerank_batch_requests_count")
+
+    one_query = [("cat pet", p) for _, p in pairs[:8]]  # one query: one request per scorer call
+    expected = get_scorer(config).score(one_query)
+
+    async def burst() -> list[list[float]]:
+        scorers = [RemoteScorer(url=url, protocol="cohere", max_documents=8) for _ in range(16)]
+        return await asyncio.gather(*(s.ascore(one_query) for s in scorers))
+
+    results = asyncio.run(burst())
+    assert all(r == pytest.approx(expected, abs=1e-5) for r in results)
+    requests = _metric(url, "rerank_batch_requests_sum") - requests_before
+    batches = _metric(url, "rerank_batch_requests_count") - batches_before
+    assert requests == 16
+    assert batches < 16, "16 concurrent requests should share scorer calls"
+
+
+def test_serve_scales_to_two_replicas_and_survives_a_killed_replica(served: tuple[str, RerankConfig]) -> None:
+    import ray
+    from ray import serve
+
+    from rerank_plugins.serving import ray_deployment
+
+    url, config = served
+    port = int(url.rsplit(":", 1)[1])
+    ray_deployment.start(config, ServeSettings(port=port, replicas=2))
+    assert ray_deployment.replica_count() == 2
+
+    pairs = _pairs(6, seed=3)
+    expected = get_scorer(config).score(pairs)
+    scorer = RemoteScorer(RerankConfig(scorer="remote", remote_url=url, remote_retries=8, remote_max_documents=6))
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "SERVE_REPLICA" in a["name"]]
+    assert len(replicas) == 2
+    victim = ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"])
+
+    answered = 0
+    for i in range(30):
+        if i == 5:
+            ray.kill(victim, no_restart=True)
+        assert scorer.score(pairs) == pytest.approx(expected, abs=1e-5)
+        answered += 1
+    assert answered == 30  # none lost
+    deadline = time.monotonic() + 90
+    while ray_deployment.replica_count() < 2:  # Serve replaces the dead replica
+        assert time.monotonic() < deadline, serve.status()
+        time.sleep(1)
+
+    ray_deployment.stop()  # and stop closes the port
+    assert ray_deployment.replica_count() == 0
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health", timeout=2)
+
+
+# ---------------------------------------------------------------- Ray Data: score-pairs
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "rerank_plugins.cli", *args]
+
+
+def test_score_pairs_survives_a_kill_and_a_cut_file_and_resumes_exactly_once(tmp_path: Path, tiny_model: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rerank_plugins.batch_scoring import read_scored
+
+    pairs = _pairs(2400, seed=7)
+    src = tmp_path / "pairs.jsonl"
+    src.write_text(
+        "".join(json.dumps({"query": q, "passage": p, "label": i % 3}) + "\n" for i, (q, p) in enumerate(pairs))
+    )
+    out = tmp_path / "labels"
+    common = ["--model", str(tiny_model), "--batch-size-rows", "8", "--rows-per-file", "100"]
+    env = {**os.environ, "RERANK_PLUGINS_BACKEND": "torch"}
+
+    # 1. a bounded run
+    first = subprocess.run(
+        _cli("score-pairs", str(src), str(out), "--max-rows", "300", *common),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    summary = json.loads(first.stdout)
+    assert (summary["rows_done"], summary["complete"]) == (300, False)
+
+    # 2. killed (SIGKILL, the whole process group) once a few more files are written
+    proc = subprocess.Popen(
+        _cli("score-pairs", str(src), str(out), *common),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while len(list((out / "scored").glob("*.parquet"))) < 6:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    survived = read_scored(out).num_rows
+    assert 300 < survived < len(pairs)
+
+    # 3. a file cut short, as by a crash in the middle of a write
+    victim = sorted((out / "scored").glob("*.parquet"))[-1]
+    cut_rows = pq.read_table(victim).num_rows
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+
+    # 4. resume
+    last = subprocess.run(
+        _cli("score-pairs", str(src), str(out), *common), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert last.returncode == 0, last.stderr[-2000:]
+    summary = json.loads(last.stdout)
+    assert summary["complete"]
+    assert summary["unreadable_files_removed"] == 1
+    assert summary["rows_done_before"] == survived - cut_rows
+    assert summary["rows_scored_this_run"] == len(pairs) - survived + cut_rows
+
+    table = read_scored(out)
+    assert table.num_rows == len(pairs)
+    assert table["row"].to_pylist() == list(range(len(pairs)))  # each pair exactly once
+    assert table["label"].to_pylist() == [i % 3 for i in range(len(pairs))]  # other columns kept
+    sample = list(range(0, len(pairs), 97))
+    local = get_scorer(RerankConfig(model=str(tiny_model), backend="torch")).score([pairs[i] for i in sample])
+    assert pa.compute.take(table["score"], sample).to_pylist() == pytest.approx(local, abs=1e-5)
+
+
+def test_score_pairs_bad_input_is_a_clear_error(tmp_path: Path) -> None:
+    from rerank_plugins.batch_scoring import score_pairs
+    from rerank_plugins.errors import RerankInputError
+
+    src = tmp_path / "p.jsonl"
+    src.write_text('{"question": "q", "passage": "p"}\n')
+    with pytest.raises(RerankInputError, match=r"no column 'query'.*--query-field"):
+        score_pairs(src, tmp_path / "o")
+    src.write_text('{"query": "q", "passage": "p"}\n{"query": null, "passage": "p"}\n')
+    with pytest.raises(RerankInputError, match="1 rows have no 'query' \\(first: row 1\\)"):
+        score_pairs(src, tmp_path / "o2")
+    with pytest.raises(RerankInputError, match="does not exist"):
+        score_pairs(tmp_path / "missing.jsonl", tmp_path / "o3")
+    (tmp_path / "p.csv").write_text("query,passage\n")
+    with pytest.raises(RerankInputError, match="unsupported input type"):
+        score_pairs(tmp_path / "p.csv", tmp_path / "o4")

@@ -1,0 +1,204 @@
+"""The HTTP app: protocol conformance (TEI /rerank, Cohere /v1/rerank), limits and error bodies, metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+from starlette.testclient import TestClient
+
+from rerank_plugins.config import RerankConfig
+from rerank_plugins.errors import ConfigError
+from rerank_plugins.serving.app import RerankService, create_app
+from rerank_plugins.serving.settings import ServeSettings
+from tests.conftest import OverlapScorer, build_tiny_cross_encoder
+
+TEXTS = ["stocks fell sharply", "a cat is a small pet animal", "the cat sat", "cat cat pet"]
+
+
+@pytest.fixture
+def client() -> TestClient:
+    service = RerankService(
+        scorer=OverlapScorer(),
+        raw_scorer=OverlapScorer(),
+        settings=ServeSettings(max_documents=5, max_request_bytes=4096, max_query_chars=50),
+    )
+    return TestClient(create_app(service))
+
+
+def _error(response: Any, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "error_type", "message"}
+    assert body["error"] == body["message"]
+    assert body["error"]
+    return str(body["error"])
+
+
+def test_tei_rerank_returns_every_index_once_best_first(client: TestClient) -> None:
+    r = client.post("/rerank", json={"query": "cat pet", "texts": TEXTS})
+    assert r.status_code == 200
+    body = r.json()
+    assert sorted(item["index"] for item in body) == [0, 1, 2, 3]
+    scores = [item["score"] for item in body]
+    assert scores == sorted(scores, reverse=True)
+    assert all(set(item) == {"index", "score"} for item in body)
+    assert body[-1]["index"] == 0  # no overlap with the query
+
+
+def test_tei_return_text_and_raw_scores(client: TestClient) -> None:
+    body = client.post("/rerank", json={"query": "cat", "texts": TEXTS, "return_text": True, "raw_scores": True}).json()
+    assert all(item["text"] == TEXTS[item["index"]] for item in body)
+
+
+def test_cohere_rerank_top_n_and_documents(client: TestClient) -> None:
+    docs = [TEXTS[0], {"text": TEXTS[1], "title": "kept"}, TEXTS[2]]
+    r = client.post("/v1/rerank", json={"query": "cat pet", "documents": docs, "top_n": 2, "return_documents": True})
+    assert r.status_code == 200
+    body = r.json()
+    assert {"id", "results", "model", "meta"} <= set(body)
+    results = body["results"]
+    assert len(results) == 2
+    assert results[0]["relevance_score"] >= results[1]["relevance_score"]
+    assert results[0]["document"]["text"] == TEXTS[results[0]["index"]]
+    full = client.post("/v1/rerank", json={"query": "cat pet", "documents": docs}).json()["results"]
+    assert sorted(x["index"] for x in full) == [0, 1, 2]
+    assert all("document" not in x for x in full)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"query": "cat"}, 422, "texts: Field required"),
+        ({"texts": ["a"]}, 422, "query: Field required"),
+        ({"query": "cat", "texts": []}, 422, "empty"),
+        ({"query": "   ", "texts": ["a"]}, 422, "`query` is empty"),
+        ({"query": "cat", "texts": [1, 2]}, 422, "valid string"),
+        ({"query": "cat", "texts": ["a"] * 6}, 413, "at most 5"),
+        ({"query": "c" * 51, "texts": ["a"]}, 413, "at most 50"),
+        ({"query": "cat", "texts": ["a"], "truncation_direction": "left"}, 422, "not supported"),
+        (["not", "an", "object"], 422, "TEIRequest"),
+    ],
+)
+def test_tei_bad_input_is_a_4xx_with_a_message(client: TestClient, body: Any, status: int, needle: str) -> None:
+    assert needle in _error(client.post("/rerank", json=body), status)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"query": "cat", "documents": []}, 422, "empty"),
+        ({"query": "cat", "documents": ["a"], "top_n": 0}, 422, "top_n"),
+        ({"query": "cat", "documents": [{"title": "no text"}]}, 422, "documents"),
+        ({"query": "cat", "documents": ["a"] * 6}, 413, "at most 5"),
+    ],
+)
+def test_cohere_bad_input_is_a_4xx_with_a_message(client: TestClient, body: Any, status: int, needle: str) -> None:
+    assert needle in _error(client.post("/v1/rerank", json=body), status)
+
+
+def test_malformed_and_oversized_bodies(client: TestClient) -> None:
+    assert "Invalid JSON" in _error(
+        client.post("/rerank", content=b'{"query": ', headers={"content-type": "application/json"}), 422
+    )
+    assert "empty request body" in _error(client.post("/v1/rerank", content=b""), 422)
+    big = json.dumps({"query": "cat", "texts": ["x" * 5000]}).encode()
+    assert "at most 4096" in _error(client.post("/rerank", content=big), 413)
+
+    def chunks() -> Any:  # no Content-Length: the limit is enforced while reading
+        for _ in range(10):
+            yield b" " * 1000
+
+    assert "over 4096 bytes" in _error(client.post("/rerank", content=chunks()), 413)
+
+
+def test_a_scorer_failure_is_a_json_500_and_counted() -> None:
+    class Broken(OverlapScorer):
+        def score_detailed(self, pairs: Any) -> Any:
+            raise RuntimeError("weights on fire")
+
+    client = TestClient(create_app(RerankService(scorer=Broken(), raw_scorer=Broken())))
+    r = client.post("/rerank", json={"query": "q", "texts": ["a"]})
+    assert r.status_code == 500
+    assert "weights on fire" in r.json()["error"]
+    assert r.json()["error_type"] == "Backend"
+    assert 'rerank_requests_total{endpoint="/rerank",status="500"} 1.0' in client.get("/metrics").text
+
+
+def test_health_info_and_metrics(client: TestClient) -> None:
+    assert client.get("/health").json()["status"] == "ok"
+    info = client.get("/info").json()
+    assert info["max_client_batch_size"] == 5
+    assert info["max_query_chars"] == 50
+    client.post("/rerank", json={"query": "cat", "texts": TEXTS[:3]})
+    client.post("/v1/rerank", json={"query": "cat", "documents": TEXTS[:2]})
+    client.post("/rerank", json={"query": "cat", "texts": []})
+    text = client.get("/metrics").text
+    assert 'rerank_requests_total{endpoint="/rerank",status="200"} 1.0' in text
+    assert 'rerank_requests_total{endpoint="/rerank",status="422"} 1.0' in text
+    assert 'rerank_requests_total{endpoint="/v1/rerank",status="200"} 1.0' in text
+    assert "rerank_pairs_scored_total 5.0" in text
+    assert 'rerank_request_seconds_count{endpoint="/rerank"} 2.0' in text
+    assert "rerank_batch_pairs_count 2.0" in text
+
+
+def test_cache_hits_are_exported() -> None:
+    from rerank_plugins.scoring.cache import CachedScorer
+
+    cached = CachedScorer(OverlapScorer(), max_entries=100)
+    client = TestClient(create_app(RerankService(scorer=cached, raw_scorer=OverlapScorer())))
+    for _ in range(2):
+        client.post("/rerank", json={"query": "cat", "texts": TEXTS})
+    text = client.get("/metrics").text
+    assert "rerank_cache_hits 4.0" in text
+    assert "rerank_cache_misses 4.0" in text
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("serve-model"))
+
+
+def test_real_model_truncation_policy(tiny_model: Path) -> None:
+    config = RerankConfig(model=str(tiny_model), max_length=32)
+    client = TestClient(create_app(config=config, settings=ServeSettings(auto_truncate=True)))
+    long_text = "the cat sat on the mat " * 40
+    ok = client.post("/rerank", json={"query": "cat", "texts": [long_text, "cat"]})
+    assert ok.status_code == 200
+    assert len(ok.json()) == 2
+    refused = client.post("/rerank", json={"query": "cat", "texts": [long_text, "cat"], "truncate": False})
+    assert "truncate=true" in _error(refused, 413)
+    raw = client.post("/rerank", json={"query": "cat", "texts": ["cat", "dog"], "raw_scores": True}).json()
+    norm = client.post("/rerank", json={"query": "cat", "texts": ["cat", "dog"]}).json()
+    assert all(0.0 <= x["score"] <= 1.0 for x in norm)
+    # same order, different scale: sigmoid of the raw logits
+    assert [x["index"] for x in raw] == [x["index"] for x in norm]
+    assert any(abs(x["score"] - y["score"]) > 1e-6 for x, y in zip(raw, norm, strict=True))
+    strict = TestClient(create_app(config=config, settings=ServeSettings(auto_truncate=False)))
+    assert strict.post("/rerank", json={"query": "cat", "texts": [long_text]}).status_code == 413
+    assert strict.post("/rerank", json={"query": "cat", "texts": [long_text], "truncate": True}).status_code == 200
+
+
+def test_serve_settings_validation_and_env() -> None:
+    assert ServeSettings(replicas=2, min_replicas=1, max_replicas=4).autoscaling() == {
+        "min_replicas": 1,
+        "initial_replicas": 2,
+        "max_replicas": 4,
+        "target_ongoing_requests": 8.0,
+    }
+    with pytest.raises(ValueError, match="min_replicas needs max_replicas"):
+        ServeSettings(min_replicas=1)
+    with pytest.raises(ValueError, match="must lie in"):
+        ServeSettings(replicas=5, max_replicas=4)
+    s = ServeSettings.from_sources({"port": 9000}, {"RERANK_PLUGINS_SERVE_REPLICAS": "3"}, host=None, max_documents=7)
+    assert (s.port, s.replicas, s.max_documents, s.host) == (9000, 3, 7, "127.0.0.1")
+    with pytest.raises(ConfigError, match="variable RERANK_PLUGINS_SERVE_REPLICA;"):
+        ServeSettings.from_sources(None, {"RERANK_PLUGINS_SERVE_REPLICA": "3"})
+    with pytest.raises(ConfigError, match="port"):
+        ServeSettings.from_sources({"port": -1})
+    # serve variables do not upset the rerank settings
+    assert RerankConfig.from_env({"RERANK_PLUGINS_SERVE_PORT": "1", "RERANK_PLUGINS_TOP_N": "2"}).top_n == 2
