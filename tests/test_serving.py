@@ -202,3 +202,50 @@ def test_serve_settings_validation_and_env() -> None:
         ServeSettings.from_sources({"port": -1})
     # serve variables do not upset the rerank settings
     assert RerankConfig.from_env({"RERANK_PLUGINS_SERVE_PORT": "1", "RERANK_PLUGINS_TOP_N": "2"}).top_n == 2
+
+
+def test_cli_serve_uvicorn_answers_and_stops_on_ctrl_c(tiny_model: Path, tmp_path: Path) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = tmp_path / "serve.toml"
+    settings.write_text(f'model = "{tiny_model.as_posix()}"\nbackend = "torch"\n\n[serve]\nmax_documents = 2\n')
+    cmd = [sys.executable, "-m", "rerank_plugins.cli", "serve", "--engine", "uvicorn", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*cmd, "--config", str(settings)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert f"127.0.0.1:{port}" in proc.stdout.readline()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.1)
+        r = httpx.post(f"http://127.0.0.1:{port}/rerank", json={"query": "cat", "texts": ["a cat", "a dog"]})
+        assert r.status_code == 200
+        assert sorted(x["index"] for x in r.json()) == [0, 1]
+        too_many = httpx.post(f"http://127.0.0.1:{port}/rerank", json={"query": "cat", "texts": ["a", "b", "c"]})
+        assert too_many.status_code == 413  # the [serve] table of the settings file applies
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+
+
+def test_cli_serve_rejects_bad_settings_before_starting(capsys: pytest.CaptureFixture[str]) -> None:
+    from rerank_plugins.cli import main
+
+    assert main(["serve", "--min-replicas", "2"]) == 2
+    assert "min_replicas needs max_replicas" in capsys.readouterr().err

@@ -32,6 +32,7 @@ __all__ = ["APP_NAME", "RerankDeployment", "build_application", "start", "stop"]
 logger = logging.getLogger(__name__)
 
 APP_NAME = "rerank_plugins"
+SERVE_NAMESPACE = "serve"  # where Ray Serve names its actors
 DEPLOYMENT_NAME = "Reranker"
 
 _Item = tuple[list[tuple[str, str]], bool]
