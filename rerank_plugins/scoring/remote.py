@@ -213,6 +213,17 @@ class RemoteScorer(Scorer):
     def _delay(self, attempt: int) -> float:
         return float(_BACKOFF_S * (2**attempt) * (0.75 + 0.5 * random.random()))
 
+    def _settle(self, response: Any, error: Exception | None, n: int, attempt: int) -> list[float] | str:
+        """The scores of a usable answer, else the text of the error worth a retry (a 4xx raises)."""
+        if error is not None:
+            last = f"{type(error).__name__}: {error}"
+        elif self._check_status(response):
+            return self._parse(self._json(response), n)
+        else:
+            last = f"HTTP {response.status_code}: {_error_text(response)}"
+        logger.warning("%s: %s (attempt %d of %d)", self.endpoint, last, attempt + 1, self.retries + 1)
+        return last
+
     def _post(self, query: str, texts: list[str]) -> list[float]:
         client = self._sync_client()
         last = ""
@@ -220,17 +231,15 @@ class RemoteScorer(Scorer):
             if attempt:
                 self.retried += 1
                 time.sleep(self._delay(attempt - 1))
+            self.requests_sent += 1
             try:
-                self.requests_sent += 1
-                response = client.post(self.endpoint, json=self._body(query, texts))
+                response, error = client.post(self.endpoint, json=self._body(query, texts)), None
             except self.httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                logger.warning("%s: %s (attempt %d of %d)", self.endpoint, last, attempt + 1, self.retries + 1)
-                continue
-            if self._check_status(response):
-                return self._parse(self._json(response), len(texts))
-            last = f"HTTP {response.status_code}: {_error_text(response)}"
-            logger.warning("%s: %s (attempt %d of %d)", self.endpoint, last, attempt + 1, self.retries + 1)
+                response, error = None, exc
+            got = self._settle(response, error, len(texts), attempt)
+            if not isinstance(got, str):
+                return got
+            last = got
         raise self._give_up(self.retries + 1, last)
 
     async def _apost(self, query: str, texts: list[str]) -> list[float]:
@@ -240,17 +249,15 @@ class RemoteScorer(Scorer):
             if attempt:
                 self.retried += 1
                 await asyncio.sleep(self._delay(attempt - 1))
+            self.requests_sent += 1
             try:
-                self.requests_sent += 1
-                response = await client.post(self.endpoint, json=self._body(query, texts))
+                response, error = await client.post(self.endpoint, json=self._body(query, texts)), None
             except self.httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                logger.warning("%s: %s (attempt %d of %d)", self.endpoint, last, attempt + 1, self.retries + 1)
-                continue
-            if self._check_status(response):
-                return self._parse(self._json(response), len(texts))
-            last = f"HTTP {response.status_code}: {_error_text(response)}"
-            logger.warning("%s: %s (attempt %d of %d)", self.endpoint, last, attempt + 1, self.retries + 1)
+                response, error = None, exc
+            got = self._settle(response, error, len(texts), attempt)
+            if not isinstance(got, str):
+                return got
+            last = got
         raise self._give_up(self.retries + 1, last)
 
     # ------------------------------------------------------------------ planning

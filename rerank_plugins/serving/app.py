@@ -36,6 +36,9 @@ __all__ = ["CohereRequest", "RerankService", "ScoreFn", "ServiceError", "TEIRequ
 
 logger = logging.getLogger(__name__)
 
+#: An async protocol handler: parsed request -> response body.
+_Handler = Callable[[Any], Awaitable[Any]]
+
 #: (pairs, raw_scores) -> scores and notes in input order.
 ScoreFn = Callable[[list[tuple[str, str]], bool], Awaitable[ScoredPairs]]
 
@@ -345,21 +348,17 @@ def create_app(service: RerankService | None = None, **service_kwargs: Any) -> A
             "requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}
         }
 
-    @app.post("/rerank", openapi_extra=schema(TEIRequest), summary="text-embeddings-inference rerank")
-    async def rerank_tei(request: fastapi.Request) -> Any:
-        async def work() -> Any:
-            body = await _read_body(request, svc.settings.max_request_bytes)
-            return await svc.tei(_parse(TEIRequest, body))
+    def protocol(path: str, model: type[BaseModel], run: _Handler, name: str, summary: str) -> None:
+        @app.post(path, openapi_extra=schema(model), summary=summary, name=name)
+        async def route(request: fastapi.Request) -> Any:
+            async def work() -> Any:
+                body = await _read_body(request, svc.settings.max_request_bytes)
+                return await run(_parse(model, body))
 
-        return await handle("/rerank", work)
+            return await handle(path, work)
 
-    @app.post("/v1/rerank", openapi_extra=schema(CohereRequest), summary="Cohere / infinity rerank")
-    async def rerank_cohere(request: fastapi.Request) -> Any:
-        async def work() -> Any:
-            body = await _read_body(request, svc.settings.max_request_bytes)
-            return await svc.cohere(_parse(CohereRequest, body))
-
-        return await handle("/v1/rerank", work)
+    protocol("/rerank", TEIRequest, svc.tei, "rerank_tei", "text-embeddings-inference rerank")
+    protocol("/v1/rerank", CohereRequest, svc.cohere, "rerank_cohere", "Cohere / infinity rerank")
 
     @app.get("/health")
     async def health() -> Any:
