@@ -140,6 +140,29 @@ def test_serve_scales_to_two_replicas_and_survives_a_killed_replica(served: tupl
         httpx.get(f"{url}/health", timeout=2)
 
 
+def test_cli_serve_on_ray_answers_and_stops_on_sigterm(tiny_model: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "RERANK_PLUGINS_BACKEND": "torch", "RERANK_PLUGINS_SERVE_MAX_DOCUMENTS": "3"}
+    cmd = [*_cli("serve", "--model", str(tiny_model), "--port", str(port), "--replicas", "1")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # printed once the deployment is up
+        assert f"127.0.0.1:{port}" in line
+        assert "1 replica(s) on Ray" in line
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/rerank", json={"query": "cat", "documents": ["a cat", "a dog"]})
+        assert r.status_code == 200
+        assert sorted(x["index"] for x in r.json()["results"]) == [0, 1]
+        over = httpx.post(f"http://127.0.0.1:{port}/rerank", json={"query": "cat", "texts": ["a", "b", "c", "d"]})
+        assert over.status_code == 413  # RERANK_PLUGINS_SERVE_* reached the replica
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
 # ---------------------------------------------------------------- Ray Data: score-pairs
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "rerank_plugins.cli", *args]
