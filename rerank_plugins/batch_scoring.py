@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +37,7 @@ __all__ = ["read_scored", "score_pairs"]
 
 logger = logging.getLogger(__name__)
 
-_STAGE_ROWS = 50_000
+_STAGE_ROWS = 50_000  # rows per staged Parquet part (Parquet input); JSONL is staged per 8 MB block
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:
@@ -44,43 +45,45 @@ def _fingerprint(path: Path) -> dict[str, Any]:
     return {"input": path.name, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _read_input(path: Path, query_field: str, passage_field: str) -> Any:
-    pa = require("pyarrow", "score-pairs", extra="batch")
+def _batches(path: Path) -> Iterator[Any]:
+    """The input as a stream of Arrow record batches (memory stays bounded for any file size)."""
     suffix = path.suffix.lower()
-    try:
-        if suffix in {".jsonl", ".json", ".ndjson"}:
-            import pyarrow.json as pj
+    if suffix in {".jsonl", ".json", ".ndjson"}:
+        import pyarrow.json as pj
 
-            table = pj.read_json(path)
-        elif suffix in {".parquet", ".pq"}:
-            import pyarrow.parquet as pq
+        yield from pj.open_json(path, read_options=pj.ReadOptions(block_size=8 << 20))
+    elif suffix in {".parquet", ".pq"}:
+        import pyarrow.parquet as pq
 
-            table = pq.read_table(path)
-        else:
-            raise RerankInputError(f"{path}: unsupported input type {suffix!r}; use .jsonl or .parquet")
-    except pa.ArrowInvalid as exc:
-        raise RerankInputError(f"{path} could not be read as {suffix[1:]}: {exc}") from exc
-    for name in (query_field, passage_field):
-        if name not in table.column_names:
+        yield from pq.ParquetFile(path).iter_batches(batch_size=_STAGE_ROWS)
+    else:
+        raise RerankInputError(f"{path}: unsupported input type {suffix!r}; use .jsonl or .parquet")
+
+
+def _check_batch(batch: Any, path: Path, offset: int, fields: tuple[str, str]) -> None:
+    import pyarrow as pa
+
+    names = batch.schema.names
+    for name in fields:
+        if name not in names:
             raise RerankInputError(
-                f"{path} has no column {name!r} (columns: {', '.join(table.column_names)}); "
+                f"{path} has no column {name!r} (columns: {', '.join(names)}); "
                 "name the columns with --query-field / --passage-field"
             )
-        col = table[name]
+        col = batch.column(name)
         if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
             raise RerankInputError(f"{path}: column {name!r} holds {col.type}, not text")
         if col.null_count:
-            first = next(i for i, v in enumerate(col.is_null().to_pylist()) if v)
-            raise RerankInputError(f"{path}: {col.null_count} rows have no {name!r} (first: row {first})")
-    if "row" in table.column_names or "score" in table.column_names:
+            first = offset + next(i for i, v in enumerate(col.is_null().to_pylist()) if v)
+            raise RerankInputError(f"{path}: rows without {name!r} (first: row {first})")
+    if "row" in names or "score" in names:
         raise RerankInputError(
             f"{path} already has a 'row' or 'score' column; rename it (both are written by score-pairs)"
         )
-    return table
 
 
 def _stage(src: Path, stage: Path, query_field: str, passage_field: str) -> int:
-    """Copy the input as Parquet with row numbers (once); returns the row count."""
+    """Copy the input as Parquet parts with row numbers (once, streaming); returns the row count."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -93,17 +96,26 @@ def _stage(src: Path, stage: Path, query_field: str, passage_field: str) -> int:
                 "(or delete it to start over)"
             )
         return int(meta["rows"])
-    table = _read_input(src, query_field, passage_field)
-    table = table.append_column("row", pa.array(range(table.num_rows), pa.int64()))
     tmp = stage.with_name(stage.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for k, start in enumerate(range(0, max(table.num_rows, 1), _STAGE_ROWS)):
-        pq.write_table(table.slice(start, _STAGE_ROWS), tmp / f"part-{k:05d}.parquet")
-    (tmp / "_STAGED.json").write_text(json.dumps({"fingerprint": _fingerprint(src), "rows": table.num_rows}))
+    rows = 0
+    try:
+        for k, batch in enumerate(_batches(src)):
+            _check_batch(batch, src, rows, (query_field, passage_field))
+            numbered = batch.append_column("row", pa.array(range(rows, rows + batch.num_rows), pa.int64()))
+            pq.write_table(pa.Table.from_batches([numbered]), tmp / f"part-{k:05d}.parquet")
+            rows += batch.num_rows
+    except pa.ArrowInvalid as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RerankInputError(f"{src} could not be read (near row {rows}): {exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    (tmp / "_STAGED.json").write_text(json.dumps({"fingerprint": _fingerprint(src), "rows": rows}))
     shutil.rmtree(stage, ignore_errors=True)
     tmp.rename(stage)
-    return int(table.num_rows)
+    return rows
 
 
 def _scored_files(scored: Path) -> list[Path]:

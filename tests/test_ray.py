@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -247,10 +248,48 @@ def test_score_pairs_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RerankInputError, match=r"no column 'query'.*--query-field"):
         score_pairs(src, tmp_path / "o")
     src.write_text('{"query": "q", "passage": "p"}\n{"query": null, "passage": "p"}\n')
-    with pytest.raises(RerankInputError, match="1 rows have no 'query' \\(first: row 1\\)"):
+    with pytest.raises(RerankInputError, match=r"rows without .query. \(first: row 1\)"):
         score_pairs(src, tmp_path / "o2")
     with pytest.raises(RerankInputError, match="does not exist"):
         score_pairs(tmp_path / "missing.jsonl", tmp_path / "o3")
     (tmp_path / "p.csv").write_text("query,passage\n")
     with pytest.raises(RerankInputError, match="unsupported input type"):
         score_pairs(tmp_path / "p.csv", tmp_path / "o4")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_staging_streams_the_input_and_numbers_rows_across_parts(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rerank_plugins import batch_scoring
+
+    rows = [{"query": f"q{i}", "passage": f"p{i}", "extra": i} for i in range(250)]
+    src = tmp_path / f"in.{fmt}"
+    if fmt == "jsonl":
+        src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        monkeypatch.setattr(batch_scoring, "_batches", _small_json_blocks)
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), src)
+        monkeypatch.setattr(batch_scoring, "_STAGE_ROWS", 64)
+    stage = tmp_path / "staged"
+    assert batch_scoring._stage(src, stage, "query", "passage") == 250
+    parts = sorted(stage.glob("*.parquet"))
+    assert len(parts) > 2  # streamed in several parts
+    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    assert table["row"].to_pylist() == list(range(250))
+    assert table["extra"].to_pylist() == list(range(250))
+    # staged once: a second call reads the marker; a changed input is refused
+    assert batch_scoring._stage(src, stage, "query", "passage") == 250
+    src.write_bytes(src.read_bytes() + (b'{"query": "q", "passage": "p", "extra": 1}\n' if fmt == "jsonl" else b""))
+    if fmt == "jsonl":
+        with pytest.raises(batch_scoring.RerankInputError, match="changed since"):
+            batch_scoring._stage(src, stage, "query", "passage")
+
+
+def _small_json_blocks(path: Path) -> Any:
+    import pyarrow.json as pj
+
+    yield from pj.open_json(path, read_options=pj.ReadOptions(block_size=2048))
