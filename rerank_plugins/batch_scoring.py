@@ -40,13 +40,40 @@ logger = logging.getLogger(__name__)
 _STAGE_ROWS = 50_000  # rows per staged Parquet part (Parquet input); JSONL is staged per 8 MB block
 
 
-def _fingerprint(path: Path) -> dict[str, Any]:
-    st = path.stat()
-    return {"input": path.name, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+_SUFFIXES = {".jsonl", ".json", ".ndjson", ".parquet", ".pq"}
+
+
+def _input_files(path: Path) -> list[Path]:
+    """``path`` itself, or the JSONL / Parquet files of a folder (e.g. a partitioned dataset), sorted."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES)
+        if not files:
+            raise RerankInputError(f"folder {path} holds no .jsonl or .parquet files")
+        return files
+    return [path]
+
+
+def _fingerprint(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for f in _input_files(path):
+        st = f.stat()
+        out.append(
+            {
+                "input": f.relative_to(path).as_posix() if f != path else f.name,
+                "bytes": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+            }
+        )
+    return out
 
 
 def _batches(path: Path) -> Iterator[Any]:
     """The input as a stream of Arrow record batches (memory stays bounded for any file size)."""
+    for f in _input_files(path):
+        yield from _file_batches(f)
+
+
+def _file_batches(path: Path) -> Iterator[Any]:
     suffix = path.suffix.lower()
     if suffix in {".jsonl", ".json", ".ndjson"}:
         import pyarrow.json as pj
@@ -196,6 +223,8 @@ def score_pairs(
     """Score the pairs of ``input_path`` into ``output_dir/scored/``; resumes a previous run there.
 
     Args:
+        input_path: A JSONL or Parquet file, or a folder of them (read in sorted path order; rows are
+            numbered across the files).
         actors: Scorer actors (each holds one model copy).
         cpus_per_actor: CPUs Ray reserves per actor (default: the cores less one, shared by the actors);
             the actors' compute threads are cores / actors unless ``config.threads`` says otherwise.
@@ -212,8 +241,8 @@ def score_pairs(
     from rerank_plugins._ray import init_ray
 
     src = Path(input_path)
-    if not src.is_file():
-        raise RerankInputError(f"input file {src} does not exist")
+    if not src.exists():
+        raise RerankInputError(f"input {src} does not exist (a .jsonl or .parquet file, or a folder of them)")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     scored_dir = out / "scored"

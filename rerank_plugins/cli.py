@@ -596,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_model_options(sp)
-    sp.add_argument("input", help="JSONL or Parquet file of pairs")
+    sp.add_argument("input", help="JSONL or Parquet file of pairs, or a folder of them (e.g. a partitioned dataset)")
     sp.add_argument("output", help="output directory (resumed when it holds a previous run)")
     sp.add_argument("--query-field", default="query", help="column of the query (default 'query')")
     sp.add_argument("--passage-field", default="passage", help="column of the passage (default 'passage')")

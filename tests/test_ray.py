@@ -293,3 +293,32 @@ def _small_json_blocks(path: Path) -> Any:
     import pyarrow.json as pj
 
     yield from pj.open_json(path, read_options=pj.ReadOptions(block_size=2048))
+
+
+def test_staging_a_folder_numbers_rows_across_its_files_in_path_order(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rerank_plugins import batch_scoring
+
+    src = tmp_path / "pairs"
+    (src / "part=b").mkdir(parents=True)
+    (src / "part=a").mkdir()
+    (src / "part=a" / "x.jsonl").write_text(
+        "".join(json.dumps({"query": "q", "passage": f"a{i}"}) + "\n" for i in range(3))
+    )
+    pq.write_table(
+        pa.Table.from_pylist([{"query": "q", "passage": f"b{i}"} for i in range(2)]), src / "part=b" / "y.parquet"
+    )
+    (src / "README.txt").write_text("not data")
+    stage = tmp_path / "staged"
+    assert batch_scoring._stage(src, stage, "query", "passage") == 5
+    table = pa.concat_tables([pq.read_table(p) for p in sorted(stage.glob("*.parquet"))])
+    assert table["passage"].to_pylist() == ["a0", "a1", "a2", "b0", "b1"]
+    assert table["row"].to_pylist() == list(range(5))
+    os.utime(src / "part=b" / "y.parquet", ns=(1, 1))  # any file of the folder changing is noticed
+    with pytest.raises(batch_scoring.RerankInputError, match="changed since"):
+        batch_scoring._stage(src, stage, "query", "passage")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(batch_scoring.RerankInputError, match=r"no \.jsonl or \.parquet"):
+        batch_scoring._input_files(tmp_path / "empty")
