@@ -160,23 +160,68 @@ def _read_file(path: Path, columns: list[str] | None = None) -> Any:
     return table.select(columns) if columns else table
 
 
+def _write_atomically(table: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, tmp)
+    else:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))
+    os.replace(tmp, path)
+
+
 def _done_rows(scored: Path) -> tuple[Any, int]:
-    """Rows already in readable output files; unreadable files are removed. Returns (rows, files removed)."""
+    """Rows already in readable output files, each once. Returns (rows, files removed).
+
+    Unreadable files (cut short by a crash) are removed: their rows get scored again. A row found in
+    two files (a worker of a killed run that finished its write after the next run had started) is
+    kept in the older file and dropped from the newer one, which is rewritten atomically.
+    """
     import numpy as np
 
     parts = []
     removed = 0
-    for f in _scored_files(scored):
+    seen: set[int] = set()
+    for f in sorted(_scored_files(scored), key=lambda p: (p.stat().st_mtime_ns, p.name)):
         try:
-            parts.append(_read_file(f, ["row"])["row"].to_numpy())
-        except Exception as exc:  # a file cut short by a crash: its rows get scored again
+            rows = _read_file(f, ["row"])["row"].to_numpy()
+        except Exception as exc:
             logger.warning("removing unreadable output %s (%s); its rows will be scored again", f.name, exc)
             f.unlink()
             removed += 1
-    rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    if len(np.unique(rows)) != len(rows):
-        raise RerankInputError(f"{scored} holds some rows twice; it was not written by this tool alone")
-    return rows, removed
+            continue
+        fresh = np.fromiter((int(r) not in seen for r in rows), dtype=bool, count=len(rows))
+        if not fresh.all():
+            logger.warning("%s repeats %d row(s) of older output; keeping them once", f.name, int((~fresh).sum()))
+            if fresh.any():
+                import pyarrow as pa
+
+                _write_atomically(_read_file(f).filter(pa.array(fresh)), f)
+            else:
+                f.unlink()
+            rows = rows[fresh]
+        seen.update(int(r) for r in rows)
+        parts.append(rows)
+    out = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return out, removed
+
+
+def _wait_for_writers_of_a_killed_run(out: Path, quiet_s: float = 20.0, cap_s: float = 180.0) -> None:
+    """A run that did not end cleanly may still have Ray workers finishing writes for a few seconds:
+    wait until the output has been quiet for ``quiet_s``."""
+    marker = out / "_RUNNING"
+    if not marker.exists():
+        return
+    scored = out / "scored"
+    started = time.monotonic()
+    while time.monotonic() - started < cap_s:
+        newest = max((p.stat().st_mtime for p in scored.iterdir()), default=0.0)
+        age = time.time() - max(newest, marker.stat().st_mtime)
+        if age >= quiet_s:
+            return
+        logger.warning("the previous run did not end cleanly; waiting for its writers to stop (%.0f s)", quiet_s - age)
+        time.sleep(min(quiet_s - age, 5.0))
 
 
 class _PairScorer:
@@ -237,9 +282,7 @@ def score_pairs(
         run, seconds and pairs/s of this run, files removed as unreadable.
     """
     require("pyarrow", "score-pairs", extra="batch")
-    ray = require("ray", "score-pairs", extra="batch")
-    from rerank_plugins._ray import init_ray
-
+    require("ray", "score-pairs", extra="batch")
     src = Path(input_path)
     if not src.exists():
         raise RerankInputError(f"input {src} does not exist (a .jsonl or .parquet file, or a folder of them)")
@@ -247,6 +290,49 @@ def score_pairs(
     out.mkdir(parents=True, exist_ok=True)
     scored_dir = out / "scored"
     scored_dir.mkdir(exist_ok=True)
+    _wait_for_writers_of_a_killed_run(out)
+    (out / "_RUNNING").write_text(str(os.getpid()))  # stays behind only if this run is killed
+    try:
+        return _score_staged(
+            src,
+            out,
+            scored_dir,
+            config,
+            query_field,
+            passage_field,
+            actors,
+            cpus_per_actor,
+            batch_size,
+            rows_per_file,
+            max_rows,
+            output_format,
+            ray_address,
+            progress,
+        )
+    except Exception:
+        (out / "_RUNNING").unlink(missing_ok=True)
+        raise
+
+
+def _score_staged(
+    src: Path,
+    out: Path,
+    scored_dir: Path,
+    config: RerankConfig | None,
+    query_field: str,
+    passage_field: str,
+    actors: int,
+    cpus_per_actor: float | None,
+    batch_size: int,
+    rows_per_file: int,
+    max_rows: int | None,
+    output_format: str,
+    ray_address: str | None,
+    progress: bool,
+) -> dict[str, Any]:
+    ray = require("ray", "score-pairs", extra="batch")
+    from rerank_plugins._ray import init_ray
+
     total = _stage(src, out / "staged", query_field, passage_field)
     done, removed = _done_rows(scored_dir)
     left = total - len(done)
@@ -293,6 +379,7 @@ def score_pairs(
         seconds = time.perf_counter() - started
 
     done_after, _ = _done_rows(scored_dir)
+    (out / "_RUNNING").unlink(missing_ok=True)
     summary = {
         "input": src.name,
         "rows_total": total,
