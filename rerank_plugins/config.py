@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from rerank_plugins.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "RerankConfig", "config_reference_markdown", "load_settings_file"]
+__all__ = ["ENV_PREFIX", "RerankConfig", "config_reference_markdown", "env_values", "explain", "load_settings_file"]
 
 ENV_PREFIX = "RERANK_PLUGINS_"
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -280,7 +280,7 @@ class RerankConfig(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
-            raise ConfigError(_explain(exc)) from exc
+            raise ConfigError(explain(exc)) from exc
 
     @classmethod
     def from_file(cls, path: str | Path) -> RerankConfig:
@@ -295,16 +295,8 @@ class RerankConfig(BaseModel):
         """
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = base.model_dump(exclude_unset=True) if base else {}
-        for key, raw in environ.items():
-            if not key.startswith(ENV_PREFIX) or key.startswith(ENV_PREFIX + "SERVE_"):
-                continue  # RERANK_PLUGINS_SERVE_* belong to the serving settings
-            name = key[len(ENV_PREFIX) :].lower()
-            if name not in cls.model_fields:
-                raise ConfigError(
-                    f"Unknown environment variable {key}; known: "
-                    + ", ".join(ENV_PREFIX + f.upper() for f in cls.model_fields)
-                )
-            values[name] = None if raw.strip().lower() in {"", "none", "null"} else raw
+        # RERANK_PLUGINS_SERVE_* belong to the serving settings
+        values.update(env_values(environ, ENV_PREFIX, cls.model_fields, skip=ENV_PREFIX + "SERVE_"))
         return cls.from_mapping(values)
 
     def merged(self, **overrides: Any) -> RerankConfig:
@@ -343,12 +335,30 @@ def load_settings_file(path: str | Path) -> Mapping[str, Any]:
     return data
 
 
-def _explain(exc: ValidationError) -> str:
+def env_values(
+    environ: Mapping[str, str], prefix: str, fields: Mapping[str, Any], *, skip: str | None = None
+) -> dict[str, Any]:
+    """``<prefix><FIELD>`` variables as field values (``none``/``null``/empty -> None); unknown names raise."""
+    values: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(prefix) or (skip is not None and key.startswith(skip)):
+            continue
+        name = key[len(prefix) :].lower()
+        if name not in fields:
+            raise ConfigError(
+                f"Unknown environment variable {key}; known: " + ", ".join(prefix + f.upper() for f in fields)
+            )
+        values[name] = None if raw.strip().lower() in {"", "none", "null"} else raw
+    return values
+
+
+def explain(exc: ValidationError, what: str = "rerank configuration") -> str:
+    """A pydantic validation error as one line naming each field, the problem and the value given."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "config"
         parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
-    return "Invalid rerank configuration: " + "; ".join(parts)
+    return f"Invalid {what}: " + "; ".join(parts)
 
 
 def config_reference_markdown() -> str:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rerank_plugins.config import env_values, explain
 from rerank_plugins.errors import ConfigError
 
 __all__ = ["ServeSettings"]
@@ -100,20 +101,9 @@ class ServeSettings(BaseModel):
     ) -> ServeSettings:
         """A ``[serve]`` table, then ``RERANK_PLUGINS_SERVE_*`` variables, then ``overrides`` (None skipped)."""
         values: dict[str, Any] = dict(table or {})
-        for key, raw in (environ or {}).items():
-            if key.startswith(SERVE_ENV_PREFIX):
-                name = key[len(SERVE_ENV_PREFIX) :].lower()
-                if name not in cls.model_fields:
-                    raise ConfigError(
-                        f"Unknown environment variable {key}; known: "
-                        + ", ".join(SERVE_ENV_PREFIX + f.upper() for f in cls.model_fields)
-                    )
-                values[name] = None if raw.strip().lower() in {"", "none", "null"} else raw
+        values.update(env_values(environ or {}, SERVE_ENV_PREFIX, cls.model_fields))
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            parts = [
-                f"{'.'.join(map(str, e['loc'])) or 'serve'}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
-            ]
-            raise ConfigError("Invalid serve settings: " + "; ".join(parts)) from exc
+            raise ConfigError(explain(exc, "serve settings")) from exc
