@@ -37,23 +37,30 @@ __all__ = ["SYSTEMS", "Workload", "build_workload", "run_benchmark"]
 
 logger = logging.getLogger(__name__)
 
-#: name -> (kind, settings). Kinds are implemented in :func:`_make_system`.
+#: Our default settings (backend="auto" -> ONNX on a CPU, cascade_keep="auto"), through each adapter.
+DEFAULT_LC = "ours default (onnx + cascade), langchain"
+DEFAULT_LI = "ours default (onnx + cascade), llamaindex"
+#: name -> (kind, settings). Kinds are implemented in :func:`_make_system`. "pairs/s" counts the
+#: candidates reranked per second (with a cascade, fewer of them reach the full model).
 SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
     "langchain CrossEncoderReranker": ("langchain-peer", {}),
     "llamaindex SentenceTransformerRerank": ("llamaindex-peer", {}),
     "sentence-transformers predict": ("st-predict", {}),
     "flashrank (onnx fp32 export)": ("flashrank", {}),
-    "ours torch, langchain": ("ours-langchain", {"backend": "torch"}),
-    "ours onnx, langchain": ("ours-langchain", {"backend": "onnx"}),
-    "ours onnx, llamaindex": ("ours-llamaindex", {"backend": "onnx"}),
-    "ours onnx-int8, langchain": ("ours-langchain", {"backend": "onnx-int8"}),
-    "ours onnx-int8 max_length=256, langchain": ("ours-langchain", {"backend": "onnx-int8", "max_length": 256}),
+    "ours torch, langchain": ("ours-langchain", {"backend": "torch", "cascade_keep": None}),
+    "ours onnx, langchain": ("ours-langchain", {"backend": "onnx", "cascade_keep": None}),
+    DEFAULT_LC: ("ours-langchain", {}),
+    DEFAULT_LI: ("ours-llamaindex", {}),
+    "ours onnx-int8, langchain": ("ours-langchain", {"backend": "onnx-int8", "cascade_keep": None}),
+    "ours onnx-int8 + cascade, langchain": ("ours-langchain", {"backend": "onnx-int8"}),
     "ours onnx-int8 + time_budget_ms=1500, langchain": (
         "ours-langchain",
-        {"backend": "onnx-int8", "time_budget_ms": 1500},
+        {"backend": "onnx-int8", "time_budget_ms": 1500, "cascade_keep": None},
     ),
 }
 BASELINE = "ours torch, langchain"
+#: The peers the targets compare the default path with.
+PEERS = {"x langchain": "langchain CrossEncoderReranker", "x llamaindex": "llamaindex SentenceTransformerRerank"}
 
 
 @dataclass
@@ -435,11 +442,8 @@ def run_benchmark(
     if extras:
         path = work / f"workload-{workloads[0]}.json"
         rows = report["workloads"][workloads[0]]["rows"]
-        curve_systems = [
-            s
-            for s in ("langchain CrossEncoderReranker", BASELINE, "ours onnx, langchain", "ours onnx-int8, langchain")
-            if s in names
-        ]
+        curve_names = ("langchain CrossEncoderReranker", BASELINE, "ours onnx, langchain", DEFAULT_LC)
+        curve_systems = [s for s in (*curve_names, "ours onnx-int8, langchain") if s in names]
         report["curves"] = _in_child(_curves, str(path), model_fp32, curve_systems)
         report["memory"] = [
             _in_child(_memory_probe, str(path), model_fp32, m)
@@ -473,11 +477,15 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
         return
     slowest = min(r["pairs/s"] for r in ok)
     base = next((r for r in ok if r["system"] == BASELINE), None)
+    peers = {col: next((r for r in ok if r["system"] == name), None) for col, name in PEERS.items()}
     for r in ok:
         r["x slowest"] = r["pairs/s"] / slowest
         if base:
             r["x ours torch"] = r["pairs/s"] / base["pairs/s"]
             r["ndcg@10 - ours torch"] = r["ndcg@10"] - base["ndcg@10"]
+        for col, peer in peers.items():
+            if peer:
+                r[col] = r["pairs/s"] / peer["pairs/s"]
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -485,7 +493,7 @@ def format_report(report: dict[str, Any]) -> str:
     from rerank_plugins.evaluation.harness import format_table
 
     lines = [f"Machine: {report['cpu']} ({report['machine']}); date {report['date']}; model {report['model']}.", ""]
-    cols = ["system", "pairs/s", "p50 s", "p95 s", "peak RSS MiB", "ndcg@10", "x slowest", "x ours torch"]
+    cols = ["system", "pairs/s", "p50 s", "p95 s", "peak RSS MiB", "ndcg@10", "x slowest", "x ours torch", *PEERS]
     for kind, block in report["workloads"].items():
         lines += [f"### {kind}: {block['queries']} test queries, {block['pairs']} pairs", ""]
         table = [{c: r.get(c, r.get("error", "")) for c in cols} for r in block["rows"]]

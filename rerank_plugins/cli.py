@@ -133,22 +133,31 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise RerankPluginsError(f"--depth must be positive, got {args.depth}")
     ds = load_beir(Path(args.data), args.split)
     scorer: Any = None
+    cascades: dict[str, RerankConfig] = {}
     if args.variants:
         base = _config_from_args(args)
-        scorer = {
-            Path(f).stem: get_scorer(
-                RerankConfig.from_mapping({**base.model_dump(exclude_unset=True), **load_settings_file(f)})
-            )
+        cascades = {
+            Path(f).stem: RerankConfig.from_mapping({**base.model_dump(exclude_unset=True), **load_settings_file(f)})
             for f in args.variants
         }
+        scorer = {label: get_scorer(c) for label, c in cascades.items()}
     elif not args.no_rerank:
-        scorer = get_scorer(_config_from_args(args))
+        cascades = {"rerank": _config_from_args(args)}
+        scorer = get_scorer(cascades["rerank"])
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     rerank_stages = [s.strip() for s in args.rerank_stages.split(",")] if args.rerank_stages else None
     unknown = set(stages) - {"bm25", "dense", "hybrid", "list order"}
     if unknown:
         raise RerankPluginsError(f"unknown first stage(s) {sorted(unknown)}; use bm25, dense, hybrid")
-    report = run_evaluation(ds, scorer, stages=stages, rerank_stages=rerank_stages, depth=args.depth, limit=args.limit)
+    report = run_evaluation(
+        ds,
+        scorer,
+        stages=stages,
+        rerank_stages=rerank_stages,
+        depth=args.depth,
+        limit=args.limit,
+        cascades=cascades,
+    )
     print(f"{ds.name}/{ds.split}: {report.queries} queries, depth {report.depth}, reranker: {report.model or 'none'}")
     print(format_table(report.rows, markdown=args.markdown))
     if args.output:

@@ -187,6 +187,26 @@ class RerankConfig(BaseModel):
         "scored ones in first-stage order (kept, with rerank_scoring='unscored'), and the result counts them. "
         "None: score everything.",
     )
+    cascade_keep: int | Literal["auto"] | None = Field(
+        default="auto",
+        description="Cascade: a cheap pass (cascade_model, reading at most cascade_max_length tokens of each pair) "
+        "scores every candidate and only the best cascade_keep are scored by the full model; the others follow them "
+        "in the cheap pass's order (kept, with rerank_scoring='pruned', no relevance score, the cheap score in "
+        "rerank_cascade_score). When the cheap pass is the model itself, a pair it read whole keeps that score (it "
+        "is the full model's). 'auto': 30 for a cross-encoder on a CPU (it pays only for long passages), else off. "
+        "None: the full model scores every candidate.",
+    )
+    cascade_max_length: int = Field(
+        default=128,
+        ge=16,
+        le=8192,
+        description="Token budget of one pair in the cascade's cheap pass (the query is never cut).",
+    )
+    cascade_model: str | None = Field(
+        default=None,
+        description="Cross-encoder of the cascade's cheap pass. None: the reranking model itself (one copy of "
+        "the weights), reading only the first cascade_max_length tokens of each pair.",
+    )
     first_stage_weight: float = Field(
         default=0.0,
         ge=0.0,
@@ -232,6 +252,13 @@ class RerankConfig(BaseModel):
             raise ValueError(f"max_batch_tokens={value} is too small; use at least 16, 'auto' or None")
         return value
 
+    @field_validator("cascade_keep")
+    @classmethod
+    def _check_cascade_keep(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"cascade_keep={value} must be at least 1 (or 'auto', or None for no cascade)")
+        return value
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
@@ -265,6 +292,17 @@ class RerankConfig(BaseModel):
             raise ValueError("scorer='ensemble' needs at least one entry in members")
         if self.member_weights is not None and len(self.member_weights) != len(self.members):
             raise ValueError(f"{len(self.member_weights)} member_weights for {len(self.members)} members")
+        if isinstance(self.cascade_keep, int) and self.cascade_model is None:
+            if self.scorer not in ("cross-encoder", "windowed"):
+                raise ValueError(
+                    f"cascade_keep with scorer={self.scorer!r} needs cascade_model, a cross-encoder for the cheap "
+                    "pass (without it the cascade reads the reranking model itself at cascade_max_length tokens)"
+                )
+            if self.cascade_max_length >= self.max_length:
+                raise ValueError(
+                    f"cascade_max_length={self.cascade_max_length} is not below max_length={self.max_length}, so the "
+                    "cascade's cheap pass would cost as much as the full one; lower cascade_max_length (e.g. 128)"
+                )
         if self.top_n is not None and self.min_keep > self.top_n:
             raise ValueError(f"min_keep={self.min_keep} exceeds top_n={self.top_n}; lower min_keep or raise top_n")
         return self
@@ -298,6 +336,25 @@ class RerankConfig(BaseModel):
         # RERANK_PLUGINS_SERVE_* belong to the serving settings
         values.update(env_values(environ, ENV_PREFIX, cls.model_fields, skip=ENV_PREFIX + "SERVE_"))
         return cls.from_mapping(values)
+
+    def cascade_config(self) -> RerankConfig:
+        """Settings of the cascade's cheap pass: ``cascade_model`` (or ``model``) as a plain cross-encoder
+        reading ``cascade_max_length`` tokens; device, backend, threads and cache as configured.
+
+        Example:
+            >>> cheap = RerankConfig(cascade_keep=20).cascade_config()
+            >>> cheap.max_length, cheap.cascade_keep, cheap.scorer
+            (128, None, 'cross-encoder')
+        """
+        return self.merged(
+            scorer="cross-encoder",
+            model=self.cascade_model or self.model,
+            max_length=self.cascade_max_length,
+            cascade_keep=None,
+            duo_model=None,
+            members=(),
+            member_weights=None,
+        )
 
     def merged(self, **overrides: Any) -> RerankConfig:
         """A copy with ``overrides`` applied and validated again."""

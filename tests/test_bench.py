@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rerank_plugins.bench import BASELINE, _add_ratios, _percentile, format_report
+from rerank_plugins.bench import BASELINE, DEFAULT_LI, _add_ratios, _percentile, format_report
 
 
 def test_percentiles_interpolate() -> None:
@@ -18,7 +18,7 @@ def test_percentiles_interpolate() -> None:
 
 def test_ratios_are_to_the_slowest_and_to_our_torch_baseline() -> None:
     rows = [
-        {"system": "peer", "pairs/s": 10.0, "ndcg@10": 0.70},
+        {"system": "langchain CrossEncoderReranker", "pairs/s": 10.0, "ndcg@10": 0.70},
         {"system": BASELINE, "pairs/s": 20.0, "ndcg@10": 0.71},
         {"system": "fast", "pairs/s": 60.0, "ndcg@10": 0.705},
         {"system": "broken", "error": "ImportError: no flashrank"},
@@ -27,6 +27,8 @@ def test_ratios_are_to_the_slowest_and_to_our_torch_baseline() -> None:
     assert [r.get("x slowest") for r in rows] == [1.0, 2.0, 6.0, None]
     assert rows[2]["x ours torch"] == 3.0
     assert rows[2]["ndcg@10 - ours torch"] == pytest.approx(-0.005)
+    assert rows[2]["x langchain"] == 6.0  # the peers of the targets get a column each when present
+    assert "x llamaindex" not in rows[2]
     report = {
         "cpu": "cpu",
         "machine": "m",
@@ -48,7 +50,7 @@ def test_end_to_end_on_a_toy_dataset(tiny_model: str, tmp_path: Path) -> None:
     root = _toy_beir(tmp_path / "data" / "wikiqa")
     (root / "candidates" / "test.tsv").write_text((root / "candidates" / "dev.tsv").read_text())
     (root / "qrels" / "test.tsv").write_text((root / "qrels" / "dev.tsv").read_text())
-    systems = [BASELINE, "ours onnx, llamaindex"]
+    systems = [BASELINE, DEFAULT_LI]
     report = run_benchmark(
         tmp_path / "data",
         tmp_path / "out",

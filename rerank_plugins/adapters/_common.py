@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rerank_plugins.config import RerankConfig
+from rerank_plugins.errors import ConfigError
 from rerank_plugins.pipeline import RankedCandidate
 from rerank_plugins.scoring.base import Scorer
 
@@ -18,6 +19,7 @@ RERANK_SCORING = "rerank_scoring"
 RERANK_DROPPED_TOKENS = "rerank_dropped_tokens"
 RERANK_WINDOWS = "rerank_windows"
 RERANK_RANK_SCORE = "rerank_rank_score"
+RERANK_CASCADE_SCORE = "rerank_cascade_score"
 
 ADDED_KEYS = (
     RELEVANCE_SCORE,
@@ -27,6 +29,8 @@ ADDED_KEYS = (
     RERANK_SCORING,
     RERANK_DROPPED_TOKENS,
     RERANK_WINDOWS,
+    RERANK_CASCADE_SCORE,
+    RERANK_RANK_SCORE,
 )
 
 
@@ -40,7 +44,17 @@ def resolve_settings(
     """
     base = config or RerankConfig()
     if isinstance(model, Scorer):
-        return (base.merged(**overrides) if overrides else base), model
+        cfg = base.merged(**overrides) if overrides else base
+        if isinstance(cfg.cascade_keep, int) and cfg.cascade_model is None:
+            from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+
+            if not isinstance(model, CrossEncoderScorer):
+                raise ConfigError(
+                    f"cascade_keep is set and the scorer is a {type(model).__name__} instance: set cascade_model "
+                    "to the cross-encoder of the cheap pass (only a cross-encoder can be read at cascade_max_length)"
+                )
+            cfg = cfg.merged(cascade_model=model.name)
+        return cfg, model
     if model is not None and not isinstance(model, str):
         raise TypeError(
             f"model must be a Hugging Face id, a local path or a Scorer instance, got {type(model).__name__}"
@@ -103,6 +117,8 @@ def added_metadata(r: RankedCandidate) -> dict[str, Any]:
         out[RERANK_DROPPED_TOKENS] = r.note.dropped_tokens
     if r.note.how == "windowed":
         out[RERANK_WINDOWS] = r.note.windows
+    if r.cascade_score is not None:
+        out[RERANK_CASCADE_SCORE] = r.cascade_score  # the cascade's cheap-pass score (cascade_keep)
     if r.rank_score is not None and r.rank_score != r.score:
         out[RERANK_RANK_SCORE] = r.rank_score  # blended with the first stage (first_stage_weight > 0)
     return out

@@ -31,7 +31,7 @@ from rerank_plugins.config import RerankConfig
 from rerank_plugins.evaluation.datasets import BeirDataset
 from rerank_plugins.evaluation.metrics import evaluate, ranked_ids
 from rerank_plugins.fusion import reciprocal_rank_fusion
-from rerank_plugins.pipeline import Candidate, rerank_candidates
+from rerank_plugins.pipeline import Candidate, rerank_candidates, resolve_cascade
 from rerank_plugins.scoring.base import Scorer
 from rerank_plugins.scoring.cache import CachedScorer
 
@@ -145,6 +145,7 @@ def run_evaluation(
     dense_model: str | None = None,
     first_stage_weight: float = 0.0,
     progress: bool | None = None,
+    cascades: Mapping[str, RerankConfig] | None = None,
 ) -> EvalReport:
     """Evaluate first stages and each of ``rerank_stages`` reranked by each scorer.
 
@@ -167,19 +168,32 @@ def run_evaluation(
     cfg = RerankConfig(top_n=None, max_candidates=None, dedupe_by_content=False, first_stage_weight=first_stage_weight)
     for label, member in scorers.items():
         memo = CachedScorer(member, max_entries=None)
+        # the cascade as the adapters would run it (cascade_keep='auto' by default), its cheap pass counted apart
+        cascade = (cascades or {}).get(label)
+        keys = ("cascade_keep", "cascade_max_length", "cascade_model")
+        run_cfg = cfg.merged(**{k: getattr(cascade, k) for k in keys}) if cascade is not None else cfg
+        resolved = resolve_cascade(run_cfg, member)
+        pruner = CachedScorer(resolved[1], max_entries=None) if resolved is not None else None
         for name in rerank_stages if rerank_stages is not None else list(runs):
             reranked: Run = {}
             t = time.perf_counter()
-            before = memo.misses
+            before, cheap_before = memo.misses, pruner.misses if pruner is not None else 0
             for q in tqdm(qids, desc=f"{label} {name}", disable=None if progress is None else not progress):
                 # official candidate lists are reranked whole; corpus first stages to ``depth``
                 top = ranked_ids(runs[name][q])[: None if ds.candidates else depth]
                 cands = [Candidate(d, ds.doc_text(d)) for d in top]
-                result = rerank_candidates(ds.queries[q], cands, memo, cfg)
+                result = rerank_candidates(ds.queries[q], cands, memo, run_cfg, pruner=pruner)
                 # the run keeps the output order (unscored candidates, if a time budget ran out, come last)
                 reranked[q] = {str(r.candidate.id): float(len(result.items) - r.rank) for r in result.items}
             seconds = time.perf_counter() - t
             new_pairs = memo.misses - before
+            extra: dict[str, Any] = {}
+            if pruner is not None:  # every candidate passes the cheap pass: its pairs/s is candidates/s
+                cheap_pairs = pruner.misses - cheap_before
+                extra = {
+                    "cascade pairs": cheap_pairs,
+                    "candidates/s": cheap_pairs / seconds if seconds > 0 else None,
+                }
             rows.append(
                 {
                     "system": f"{name} + {label}",
@@ -188,6 +202,7 @@ def run_evaluation(
                     "ms/query": 1000 * (cost.get(name, 0.0) + seconds / max(1, len(qids))),
                     "new pairs": new_pairs,
                     "pairs/s": new_pairs / seconds if seconds > 0 and new_pairs else None,
+                    **extra,
                 }
             )
             logger.info("%s", rows[-1])  # long runs: each row as soon as it is measured (-v)
@@ -205,7 +220,7 @@ def format_table(rows: Sequence[dict[str, Any]], *, markdown: bool = False) -> s
         if v is None:
             return "-"
         if isinstance(v, float):
-            return f"{v:.1f}" if col in ("ms/query", "pairs/s") else f"{v:.4f}"
+            return f"{v:.1f}" if col in ("ms/query", "pairs/s", "candidates/s") else f"{v:.4f}"
         return str(v)
 
     table = [[cell(r.get(c), c) for c in cols] for r in rows]

@@ -30,13 +30,14 @@ class PairNote:
     """How one pair was scored.
 
     Attributes:
-        how: ``"whole"`` (fit in the budget), ``"truncated"``, ``"windowed"``, or ``"unscored"``
-            (left out by the pipeline's ``time_budget_ms``; never set by a scorer).
+        how: ``"whole"`` (fit in the budget), ``"truncated"``, ``"windowed"``, ``"unscored"``
+            (left out by the pipeline's ``time_budget_ms``) or ``"pruned"`` (left to the cascade's
+            cheap pass by ``cascade_keep``); the last two are never set by a scorer.
         dropped_tokens: Passage tokens cut off to fit (``"truncated"`` only).
         windows: Number of windows scored (``"windowed"`` only, else 1).
     """
 
-    how: Literal["whole", "truncated", "windowed", "unscored"] = "whole"
+    how: Literal["whole", "truncated", "windowed", "unscored", "pruned"] = "whole"
     dropped_tokens: int = 0
     windows: int = 1
 

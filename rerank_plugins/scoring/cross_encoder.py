@@ -54,6 +54,9 @@ _PIPELINE_ONLY = (
     "text",
     "metadata_keys",
     "time_budget_ms",
+    "cascade_keep",
+    "cascade_max_length",
+    "cascade_model",
 )
 
 
@@ -301,6 +304,12 @@ class CrossEncoderScorer(Scorer):
         cal = self.calibration
         activation = "raw" if self.config.activation == "raw" else f"platt({cal.a},{cal.b})" if cal else "sigmoid"
         return f"{self.config.max_length}|{activation}|{self._loaded.dtype}"
+
+    def shares_weights_with(self, other: CrossEncoderScorer) -> bool:
+        """True when both read the same loaded weights and turn logits into scores the same way
+        (max_length and batching may differ): a pair read whole gets the same score from both."""
+        mine, theirs = self.fingerprint.split("|", 1)[1], other.fingerprint.split("|", 1)[1]
+        return self._loaded is other._loaded and mine == theirs
 
     @property
     def max_batch_tokens(self) -> int | None:
