@@ -193,8 +193,8 @@ class RerankConfig(BaseModel):
         "scores every candidate and only the best cascade_keep are scored by the full model; the others follow them "
         "in the cheap pass's order (kept, with rerank_scoring='pruned', no relevance score, the cheap score in "
         "rerank_cascade_score). When the cheap pass is the model itself, a pair it read whole keeps that score (it "
-        "is the full model's). 'auto': 30 for a cross-encoder on a CPU (it pays only for long passages), else off. "
-        "None: the full model scores every candidate.",
+        "is the full model's). 'auto': 20 for a cross-encoder on a CPU (it pays only for long passages), else off. "
+        "None (or 'off' in a settings file): the full model scores every candidate.",
     )
     cascade_max_length: int = Field(
         default=128,
@@ -250,6 +250,14 @@ class RerankConfig(BaseModel):
     def _check_max_batch_tokens(cls, value: int | str | None) -> int | str | None:
         if isinstance(value, int) and value < 16:
             raise ValueError(f"max_batch_tokens={value} is too small; use at least 16, 'auto' or None")
+        return value
+
+    @field_validator("cascade_keep", mode="before")
+    @classmethod
+    def _cascade_off(cls, value: Any) -> Any:
+        # settings files have no null: cascade_keep = "off" (or false) turns the cascade off
+        if value is False or (isinstance(value, str) and value.strip().lower() in ("off", "none", "null")):
+            return None
         return value
 
     @field_validator("cascade_keep")

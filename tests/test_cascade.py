@@ -127,6 +127,13 @@ def test_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="cascade_keep"):
         RerankConfig.from_mapping({"cascade_keep": 0})
     RerankConfig(scorer="remote", remote_url="http://127.0.0.1:1", cascade_keep=10, cascade_model="some/model")
+    env = {"RERANK_PLUGINS_CASCADE_KEEP": "20", "RERANK_PLUGINS_CASCADE_MAX_LENGTH": "96"}
+    assert (RerankConfig.from_env(env).cascade_keep, RerankConfig.from_env(env).cascade_max_length) == (20, 96)
+    assert RerankConfig.from_env({"RERANK_PLUGINS_CASCADE_KEEP": "none"}).cascade_keep is None
+    assert RerankConfig.from_mapping({"cascade_keep": "off"}).cascade_keep is None  # TOML has no null
+    assert RerankConfig.from_mapping({"cascade_keep": False}).cascade_keep is None
+    with pytest.raises(ConfigError, match="cascade_keep"):
+        RerankConfig.from_env({"RERANK_PLUGINS_CASCADE_KEEP": "lots"})
     cheap = RerankConfig(model="m", cascade_keep=30, cascade_max_length=96, scorer="windowed").cascade_config()
     assert (cheap.model, cheap.max_length, cheap.scorer, cheap.cascade_keep) == ("m", 96, "cross-encoder", None)
 
