@@ -193,7 +193,7 @@ class RerankConfig(BaseModel):
         "scores every candidate and only the best cascade_keep are scored by the full model; the others follow them "
         "in the cheap pass's order (kept, with rerank_scoring='pruned', no relevance score, the cheap score in "
         "rerank_cascade_score). When the cheap pass is the model itself, a pair it read whole keeps that score (it "
-        "is the full model's). 'auto': 20 for a cross-encoder on a CPU (it pays only for long passages), else off. "
+        "is the full model's). 'auto': 30 for a cross-encoder on a CPU (it pays only for long passages), else off. "
         "None (or 'off' in a settings file): the full model scores every candidate.",
     )
     cascade_max_length: int = Field(
