@@ -225,3 +225,12 @@ def test_groups_mix_bm25_bi_encoder_and_random_negatives_and_hold_out_dev_querie
     for g in groups:
         assert len(g.negatives) == 3
         assert g.positive not in g.negatives
+
+
+def test_reports_name_the_shipped_model_not_this_machines_path(tmp_path: Path) -> None:
+    from rerank_plugins.evaluation.harness import _display_name
+    from rerank_plugins.models import default_model_path
+
+    assert _display_name(str(default_model_path())) == "shipped minilm-l6-rerank"
+    assert _display_name(str(tmp_path)) == str(tmp_path)
+    assert _display_name("cross-encoder/ms-marco-MiniLM-L-6-v2") == "cross-encoder/ms-marco-MiniLM-L-6-v2"

@@ -206,8 +206,16 @@ def run_evaluation(
                 }
             )
             logger.info("%s", rows[-1])  # long runs: each row as soon as it is measured (-v)
-    names = [s.name for s in scorers.values()]
+    names = [_display_name(s.name) for s in scorers.values()]
     return EvalReport(ds.name, ds.split, len(qids), depth, ", ".join(names), rows)
+
+
+def _display_name(name: str) -> str:
+    """The scorer's name for a report; the shipped model by name, not by this machine's path."""
+    from rerank_plugins.models import DEFAULT_MODEL_DIRNAME
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / DEFAULT_MODEL_DIRNAME
+    return f"shipped {DEFAULT_MODEL_DIRNAME}" if Path(name).expanduser().resolve() == shipped else name
 
 
 def format_table(rows: Sequence[dict[str, Any]], *, markdown: bool = False) -> str:
