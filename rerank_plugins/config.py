@@ -254,15 +254,10 @@ class RerankConfig(BaseModel):
 
     @field_validator("cascade_keep", mode="before")
     @classmethod
-    def _cascade_off(cls, value: Any) -> Any:
+    def _cascade_keep(cls, value: Any) -> Any:
         # settings files have no null: cascade_keep = "off" (or false) turns the cascade off
         if value is False or (isinstance(value, str) and value.strip().lower() in ("off", "none", "null")):
             return None
-        return value
-
-    @field_validator("cascade_keep")
-    @classmethod
-    def _check_cascade_keep(cls, value: int | str | None) -> int | str | None:
         if isinstance(value, int) and value < 1:
             raise ValueError(f"cascade_keep={value} must be at least 1 (or 'auto', or None for no cascade)")
         return value

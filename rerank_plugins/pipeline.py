@@ -278,12 +278,16 @@ class _Scored:
     cascade: list[float | None]  # the cascade's cheap-pass scores (None without a cascade)
 
 
-#: What the scoring plan asks its driver for: ("cascade" | "full", pairs), answered with ScoredPairs.
-_Request = tuple[str, list[tuple[str, str]]]
+#: What the scoring plan asks its driver for: (scorer, pairs), answered with ScoredPairs (or the
+#: RerankInputError the scorer raised, thrown back into the plan).
+_Request = tuple[Scorer, list[tuple[str, str]]]
 
 
 def _plan(
-    prep: _Prepared, config: RerankConfig, scorer_name: str, keep: int | None = None, exact_prefix: bool = False
+    prep: _Prepared,
+    config: RerankConfig,
+    scorer: Scorer,
+    cascade_pass: tuple[int, Scorer] | None = None,
 ) -> Generator[_Request, ScoredPairs, _Scored]:
     """Decide what to score, in which order (shared by the sync and async drivers).
 
@@ -292,18 +296,23 @@ def _plan(
     model. With ``time_budget_ms`` the full model scores chunks (in cheap-pass order with a
     cascade, else in first-stage order) while the next chunk is expected to end in time.
 
-    ``exact_prefix``: the cheap pass is the full model itself at a shorter max_length, so a pair it
-    read whole already has its full-model score; only truncated survivors are scored again.
+    ``cascade_pass`` is (cascade_keep, cheap scorer). When the cheap scorer is the full model itself at
+    a shorter max_length, a pair it read whole already has its full-model score; only truncated
+    survivors are scored again.
     """
+    scorer_name = scorer.name
     pairs = [(prep.query, c.text) for c in prep.pool]
     n = len(pairs)
     cascade: list[float | None] = [None] * n
     order = list(range(n))
     todo = order
     cheap: ScoredPairs | None = None
-    if keep is not None and n > keep:
+    exact_prefix = False
+    if cascade_pass is not None and n > cascade_pass[0]:
+        keep, cheap_scorer = cascade_pass
+        exact_prefix = _reads_prefix_of(cheap_scorer, scorer)
         try:
-            cheap = yield ("cascade", pairs)
+            cheap = yield (cheap_scorer, pairs)
         except RerankInputError as exc:  # e.g. a query too long for cascade_max_length: the full model copes
             logger.warning("cascade skipped, the full model scores all %d candidates: %s", n, exc)
             cheap = None
@@ -328,7 +337,7 @@ def _plan(
     for idx in chunks:
         if budget is not None and not budget.next_fits():
             break
-        part = (yield ("full", [pairs[i] for i in idx])) if idx else ScoredPairs([], [])
+        part = (yield (scorer, [pairs[i] for i in idx])) if idx else ScoredPairs([], [])
         for i, s, note in zip(idx, check_scores(part.scores, len(idx), scorer_name), part.notes, strict=False):
             scores[i], notes[i] = s, note
         if budget is not None:
@@ -381,56 +390,54 @@ def resolve_cascade(config: RerankConfig, scorer: Scorer, pruner: Scorer | None 
     return keep, pruner if pruner is not None else get_scorer(config.cascade_config())
 
 
-def _reads_prefix_of(cheap: Scorer | None, full: Scorer) -> bool:
+def _reads_prefix_of(cheap: Scorer, full: Scorer) -> bool:
     """True when ``cheap`` is ``full``'s own cross-encoder (same weights and activation) at a shorter max_length."""
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
-    a, b = _unwrap(cheap) if cheap is not None else None, _unwrap(full)
+    a, b = _unwrap(cheap), _unwrap(full)
     return isinstance(a, CrossEncoderScorer) and isinstance(b, CrossEncoderScorer) and a.shares_weights_with(b)
 
 
-def _start(prep: _Prepared, scorer: Scorer, config: RerankConfig, pruner: Scorer | None) -> tuple[Any, Scorer | None]:
-    """The scoring plan of one query and the cheap scorer it may ask for."""
+def _start(prep: _Prepared, scorer: Scorer, config: RerankConfig, pruner: Scorer | None) -> Any:
+    """The scoring plan of one query (with the cascade when its pool is larger than the keep)."""
     keep = AUTO_CASCADE_KEEP if config.cascade_keep == "auto" else config.cascade_keep
     cascade = resolve_cascade(config, scorer, pruner) if keep is not None and len(prep.pool) > keep else None
-    if cascade is None:
-        return _plan(prep, config, scorer.name), None
-    keep, cheap = cascade
-    return _plan(prep, config, scorer.name, keep, _reads_prefix_of(cheap, scorer)), cheap
+    return _plan(prep, config, scorer, cascade)
+
+
+def _advance(plan: Any, outcome: ScoredPairs | RerankInputError | None) -> _Request:
+    """Start the plan, or answer its last request; a scorer's input error is the plan's to handle."""
+    if outcome is None:
+        return next(plan)  # type: ignore[no-any-return]
+    if isinstance(outcome, RerankInputError):
+        return plan.throw(outcome)  # type: ignore[no-any-return]
+    return plan.send(outcome)  # type: ignore[no-any-return]
 
 
 def _score(prep: _Prepared, scorer: Scorer, config: RerankConfig, pruner: Scorer | None) -> _Scored:
-    plan, cheap = _start(prep, scorer, config, pruner)
+    plan = _start(prep, scorer, config, pruner)
+    outcome: ScoredPairs | RerankInputError | None = None
     try:
-        which, pairs = next(plan)
         while True:
-            use = cheap or scorer if which == "cascade" else scorer
+            use, pairs = _advance(plan, outcome)
             try:
-                out = use.score_detailed(pairs)
+                outcome = use.score_detailed(pairs)
             except RerankInputError as exc:
-                if which != "cascade":
-                    raise
-                which, pairs = plan.throw(exc)
-                continue
-            which, pairs = plan.send(out)
+                outcome = exc
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
 
 
 async def _ascore(prep: _Prepared, scorer: Scorer, config: RerankConfig, pruner: Scorer | None) -> _Scored:
-    plan, cheap = _start(prep, scorer, config, pruner)
+    plan = _start(prep, scorer, config, pruner)
+    outcome: ScoredPairs | RerankInputError | None = None
     try:
-        which, pairs = next(plan)
         while True:
-            use = cheap or scorer if which == "cascade" else scorer
+            use, pairs = _advance(plan, outcome)
             try:
-                out = await use.ascore_detailed(pairs)
+                outcome = await use.ascore_detailed(pairs)
             except RerankInputError as exc:
-                if which != "cascade":
-                    raise
-                which, pairs = plan.throw(exc)
-                continue
-            which, pairs = plan.send(out)
+                outcome = exc
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
 

@@ -301,15 +301,18 @@ class CrossEncoderScorer(Scorer):
     @property
     def fingerprint(self) -> str:
         """Everything besides the model that changes a score (used as a cache key part)."""
+        return f"{self.config.max_length}|{self._logit_mapping}"
+
+    @property
+    def _logit_mapping(self) -> str:
         cal = self.calibration
         activation = "raw" if self.config.activation == "raw" else f"platt({cal.a},{cal.b})" if cal else "sigmoid"
-        return f"{self.config.max_length}|{activation}|{self._loaded.dtype}"
+        return f"{activation}|{self._loaded.dtype}"
 
     def shares_weights_with(self, other: CrossEncoderScorer) -> bool:
         """True when both read the same loaded weights and turn logits into scores the same way
         (max_length and batching may differ): a pair read whole gets the same score from both."""
-        mine, theirs = self.fingerprint.split("|", 1)[1], other.fingerprint.split("|", 1)[1]
-        return self._loaded is other._loaded and mine == theirs
+        return self._loaded is other._loaded and self._logit_mapping == other._logit_mapping
 
     @property
     def max_batch_tokens(self) -> int | None:
