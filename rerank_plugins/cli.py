@@ -156,6 +156,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         rerank_stages=rerank_stages,
         depth=args.depth,
         limit=args.limit,
+        first_stage_weight=args.first_stage_weight,
         cascades=cascades,
     )
     print(f"{ds.name}/{ds.split}: {report.queries} queries, depth {report.depth}, reranker: {report.model or 'none'}")

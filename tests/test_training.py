@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from rerank_plugins.evaluation.datasets import load_beir
 from rerank_plugins.evaluation.metrics import evaluate
+from rerank_plugins.scoring.base import ScoredPairs
 from rerank_plugins.training.mining import mine_from_candidates, mine_from_retriever
+from tests.conftest import OverlapScorer
 
 
 def test_retriever_negatives_skip_positives_top_ranks_and_margin() -> None:
@@ -234,3 +237,45 @@ def test_reports_name_the_shipped_model_not_this_machines_path(tmp_path: Path) -
     assert _display_name(str(default_model_path())) == "shipped minilm-l6-rerank"
     assert _display_name(str(tmp_path)) == str(tmp_path)
     assert _display_name("cross-encoder/ms-marco-MiniLM-L-6-v2") == "cross-encoder/ms-marco-MiniLM-L-6-v2"
+
+
+class _ContraryScorer(OverlapScorer):
+    """Prefers the passage sharing the fewest words with the query: it puts the toy positives last."""
+
+    def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
+        out = super().score_detailed(pairs)
+        return ScoredPairs([-s for s in out.scores], out.notes)
+
+
+def test_harness_blends_with_the_first_stage_per_variant_and_shares_scores_between_variants(tmp_path: Path) -> None:
+    from rerank_plugins import RerankConfig
+    from rerank_plugins.evaluation.harness import run_evaluation
+
+    ds = load_beir(_toy_beir(tmp_path / "toy"), "dev")
+    scorer = _ContraryScorer()
+    variants = {"plain": RerankConfig(), "blend": RerankConfig(first_stage_weight=0.8)}
+    report = run_evaluation(ds, {k: scorer for k in variants}, stages=[], cascades=variants)
+    rows = {r["system"]: r for r in report.rows}
+    assert rows["list order"]["map"] == pytest.approx(1.0)
+    assert rows["list order + plain"]["map"] == pytest.approx(0.5)  # the contrary scorer puts positives last
+    assert rows["list order + blend"]["map"] == pytest.approx(1.0)  # 0.8 x first-stage rank wins
+    assert rows["list order + blend"]["new pairs"] == 0  # the blend reorders the plain variant's scores
+    assert sum(len(c) for c in scorer.calls) == 4
+    # the run-wide weight applies where a variant does not set its own
+    report = run_evaluation(ds, _ContraryScorer(), stages=[], first_stage_weight=0.8)
+    assert report.rows[-1]["map"] == pytest.approx(1.0)
+
+
+def test_eval_cli_passes_first_stage_weight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rerank_plugins.scoring.cross_encoder as ce
+    from rerank_plugins.cli import main
+
+    root = _toy_beir(tmp_path / "toy")
+    monkeypatch.setattr(ce, "get_scorer", lambda config: _ContraryScorer())
+    maps = []
+    for weight in ("0", "0.8"):
+        out = tmp_path / f"w{weight}.json"
+        args = ["eval", "--data", str(root), "--split", "dev", "--stages", "list order", "--first-stage-weight"]
+        assert main([*args, weight, "--output", str(out)]) == 0
+        maps.append(json.loads(out.read_text())["rows"][-1]["map"])
+    assert maps == pytest.approx([0.5, 1.0])

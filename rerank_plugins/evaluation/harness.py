@@ -166,14 +166,25 @@ def run_evaluation(
         {} if scorer is None else {"rerank": scorer} if isinstance(scorer, Scorer) else scorer
     )
     cfg = RerankConfig(top_n=None, max_candidates=None, dedupe_by_content=False, first_stage_weight=first_stage_weight)
+    # variants that share a scorer instance (same model and settings) share its scores: a variant that only
+    # changes the ordering (first_stage_weight) or the cascade's keep costs no second read of a pair
+    memos: dict[int, CachedScorer] = {}
     for label, member in scorers.items():
-        memo = CachedScorer(member, max_entries=None)
-        # the cascade as the adapters would run it (cascade_keep='auto' by default), its cheap pass counted apart
-        cascade = (cascades or {}).get(label)
+        memo = memos.setdefault(id(member), CachedScorer(member, max_entries=None))
+        # the cascade as the adapters would run it (cascade_keep='auto' by default), its cheap pass counted apart;
+        # a variant's own first_stage_weight wins over the run-wide one
+        variant = (cascades or {}).get(label)
         keys = ("cascade_keep", "cascade_max_length", "cascade_model")
-        run_cfg = cfg.merged(**{k: getattr(cascade, k) for k in keys}) if cascade is not None else cfg
+        run_cfg = cfg
+        if variant is not None:
+            own = {k: getattr(variant, k) for k in keys}
+            if "first_stage_weight" in variant.model_fields_set:
+                own["first_stage_weight"] = variant.first_stage_weight
+            run_cfg = cfg.merged(**own)
         resolved = resolve_cascade(run_cfg, member)
-        pruner = CachedScorer(resolved[1], max_entries=None) if resolved is not None else None
+        pruner = None
+        if resolved is not None:
+            pruner = memos.setdefault(id(resolved[1]), CachedScorer(resolved[1], max_entries=None))
         for name in rerank_stages if rerank_stages is not None else list(runs):
             reranked: Run = {}
             t = time.perf_counter()
