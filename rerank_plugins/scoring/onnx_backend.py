@@ -71,10 +71,11 @@ def _export_graph(torch: Any, model: Any, sample: Any, path: Path) -> str:
     """Write ``model``'s fp32 graph to ``path``; returns the exporter that made it.
 
     First choice: the TorchScript exporter over eager attention. It writes the classic BERT
-    attention pattern that ONNX Runtime's graph optimizer fuses (Attention, SkipLayerNormalization,
-    BiasGelu); on 2 CPU cores that graph ran the shipped model 1.67x faster at 512 tokens and 1.3x
-    at 128 than the dynamo export of SDPA attention, with the same scores to 1e-5. Fallback (a model
-    the TorchScript tracer cannot handle, or a torch without it): the dynamo exporter.
+    attention pattern whose GELU and attention scaling ONNX Runtime's graph optimizer fuses into its
+    kernels (BiasGelu, FusedMatMul); the dynamo export of SDPA attention keeps an Erf GELU and
+    IsNaN/Where masking and ran markedly slower on a CPU (README, "Speed on a CPU"), with the same
+    scores. Fallback (a model the TorchScript tracer cannot handle, or a torch without it): the
+    dynamo exporter.
     """
     names = list(sample.keys())
 
