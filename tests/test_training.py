@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -279,3 +280,33 @@ def test_eval_cli_passes_first_stage_weight(tmp_path: Path, monkeypatch: pytest.
         assert main([*args, weight, "--output", str(out)]) == 0
         maps.append(json.loads(out.read_text())["rows"][-1]["map"])
     assert maps == pytest.approx([0.5, 1.0])
+
+
+def test_holdout_script_picks_the_claims_the_trainer_held_out(tmp_path: Path) -> None:
+    pytest.importorskip("bm25s")
+    import importlib.util
+
+    from rerank_plugins.training.trainer import TrainConfig, build_groups
+
+    spec = importlib.util.spec_from_file_location(
+        "scifact_holdout", Path(__file__).parents[1] / "benchmarks" / "scifact_holdout.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    root = _toy_beir(tmp_path / "toy")
+    ds = load_beir(root, "train")
+    for seed in (1, 2, 3):
+        cfg = TrainConfig(
+            base_model="unused", output_dir=tmp_path / "out", train_datasets=[root], holdout_queries=1,
+            n_hard_negatives=1, n_random_negatives=1, skip_top=0, margin=10.0, mining_depth=5, seed=seed,
+        )  # fmt: skip
+        _, _, holdouts = build_groups(cfg)
+        assert list(holdouts[0].queries) == script.held_out_claims(ds, 1, seed)
+    # the tables: a scorer that puts each claim's positive first gives nDCG@10 1 at every depth
+    cands = {"q1": ["d5", "d1", "d2"], "q2": ["d3", "d2", "d1"]}
+    perfect = {q: [1.0 if d in ds.qrels[q] else 0.0 for d in cands[q]] for q in cands}
+    report = script.tables(ds, list(cands), cands, {"512": {"seconds": 2.0, "scores": perfect}})
+    assert report["hybrid"] == pytest.approx(1 / math.log2(3))
+    assert report["read 512: rerank top d"][10] == pytest.approx(1.0)
