@@ -338,12 +338,9 @@ def _cmd_score_pairs(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rerank_plugins.bench import SYSTEMS, format_report, run_benchmark
+    from rerank_plugins.bench import format_report, parse_systems, run_benchmark
 
-    systems = [x.strip() for x in args.systems.split(",")] if args.systems else None
-    unknown = [x for x in systems or [] if x not in SYSTEMS]
-    if unknown:
-        raise RerankPluginsError(f"unknown system(s) {unknown}; known: {', '.join(SYSTEMS)}")
+    systems = parse_systems(args.systems) if args.systems else None
     data = Path(args.data)
     if not data.is_dir():
         raise RerankPluginsError(

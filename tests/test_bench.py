@@ -69,3 +69,36 @@ def test_end_to_end_on_a_toy_dataset(tiny_model: str, tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert saved["workloads"]["wikiqa"]["pairs"] == 4
     assert "| ours torch, langchain |" in (tmp_path / "out" / "bench.md").read_text()
+
+
+def test_compute_efficiency_is_reported_against_the_faster_matmul() -> None:
+    pytest.importorskip("onnxruntime")
+    from rerank_plugins.bench import _ort_matmul_rate
+
+    rate = _ort_matmul_rate(1)
+    assert rate is not None
+    assert rate > 1e9  # a 2048x2048 fp32 matmul runs at GFLOP/s on any CPU this library targets
+    flops = {
+        "matmul GFLOP/s (torch fp32, 2048x2048)": 100.0,
+        "matmul GFLOP/s (onnxruntime fp32, 2048x2048)": 200.0,
+        "torch threads": 2,
+        "achieved": {"ours onnx, langchain": {"GFLOP/s": 150.0, "of matmul": 0.75}},
+    }
+    text = format_report({"machine": "m", "cpu": "c", "date": "d", "model": "x", "workloads": {}, "flops": flops})
+    assert "torch 100.0, ONNX Runtime 200.0 GFLOP/s (percentages are of the faster)" in text
+    assert "ours onnx, langchain: 150.0 GFLOP/s (75%)" in text
+
+
+def test_system_names_with_commas_parse_from_a_comma_separated_list() -> None:
+    from rerank_plugins.bench import parse_systems
+    from rerank_plugins.errors import RerankPluginsError
+
+    # the example in `rerank-plugins bench --help`
+    assert parse_systems("ours onnx, langchain,langchain CrossEncoderReranker") == [
+        "ours onnx, langchain",
+        "langchain CrossEncoderReranker",
+    ]
+    both = parse_systems("ours torch, langchain, ours onnx, langchain")
+    assert both == ["ours torch, langchain", "ours onnx, langchain"]
+    with pytest.raises(RerankPluginsError, match="unknown system 'ours tpu'"):
+        parse_systems("ours tpu, langchain")
