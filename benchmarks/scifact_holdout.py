@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import random
 import time
@@ -40,9 +39,10 @@ def held_out_claims(ds: Any, n: int, seed: int) -> list[str]:
 
 
 def ndcg10(ranked: list[str], rel: dict[str, int]) -> float:
-    dcg = sum(rel.get(x, 0) / math.log2(i + 2) for i, x in enumerate(ranked[:10]))
-    ideal = sum(v / math.log2(i + 2) for i, v in enumerate(sorted(rel.values(), reverse=True)[:10]))
-    return dcg / ideal if ideal else 0.0
+    """nDCG@10 of one ranked list, by the library's metric."""
+    from rerank_plugins.evaluation.metrics import per_query
+
+    return per_query({"q": rel}, {"q": {d: -float(i) for i, d in enumerate(ranked)}}, "ndcg@10")["q"]
 
 
 def score_passes(model: str, ds: Any, qids: list[str], cands: dict[str, list[str]], lengths: list[int]) -> dict:

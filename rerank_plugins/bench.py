@@ -355,12 +355,17 @@ def _ort_matmul_rate(threads: int) -> float | None:
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    session.run(None, {"a": a, "b": a})
+    return _matmul_rate(lambda: session.run(None, {"a": a, "b": a}), n)
+
+
+def _matmul_rate(product: Callable[[], object], n: int) -> float:
+    """FLOP/s of an n x n matmul ``product``: one warm-up, then the best of 5 rounds of 5."""
+    product()
     best = float("inf")
     for _ in range(5):
         t = time.perf_counter()
         for _ in range(5):
-            session.run(None, {"a": a, "b": a})
+            product()
         best = min(best, (time.perf_counter() - t) / 5)
     return 2 * n**3 / best
 
@@ -387,14 +392,7 @@ def _flops(workload_path: str, model: str, seconds_by_backend: dict[str, float],
             b, s = len(batch), max(lengths[i] for i in batch)
             total += 2 * b * s * layers * (4 * h * h + 2 * h * ffn) + 4 * b * layers * s * s * h
     a = torch.randn(2048, 2048)
-    torch.mm(a, a)
-    best = float("inf")
-    for _ in range(5):  # best of 5 rounds of 5 products
-        t = time.perf_counter()
-        for _ in range(5):
-            torch.mm(a, a)
-        best = min(best, (time.perf_counter() - t) / 5)
-    torch_rate = 2 * 2048**3 / best
+    torch_rate = _matmul_rate(lambda: torch.mm(a, a), 2048)
     # ONNX Runtime's own GEMM kernels can beat torch's on the same CPU: the reference is the faster of the two
     ort_rate = _ort_matmul_rate(torch.get_num_threads())
     matmul = max(torch_rate, ort_rate or 0.0)

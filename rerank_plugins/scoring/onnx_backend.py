@@ -88,8 +88,9 @@ def _export_graph(torch: Any, model: Any, sample: Any, path: Path) -> str:
             return self.inner(**dict(zip(names, args, strict=True))).logits
 
     previous = getattr(model.config, "_attn_implementation", None)
+    switch = previous not in (None, "eager") and hasattr(model, "set_attn_implementation")
     try:
-        if previous not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+        if switch:
             model.set_attn_implementation("eager")
         torch.onnx.export(
             _Logits().eval(),
@@ -105,7 +106,7 @@ def _export_graph(torch: Any, model: Any, sample: Any, path: Path) -> str:
     except Exception as exc:  # any tracer failure: the dynamo exporter is the fallback
         logger.warning("TorchScript ONNX export failed (%s); using the dynamo exporter (slower graph)", exc)
     finally:
-        if previous not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+        if switch:
             model.set_attn_implementation(previous)
     require("onnxscript", "ONNX export")
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
