@@ -262,6 +262,7 @@ def test_harness_blends_with_the_first_stage_per_variant_and_shares_scores_betwe
     assert rows["list order + blend"]["map"] == pytest.approx(1.0)  # 0.8 x first-stage rank wins
     assert rows["list order + blend"]["new pairs"] == 0  # the blend reorders the plain variant's scores
     assert sum(len(c) for c in scorer.calls) == 4
+    assert report.model == scorer.name  # the shared model is named once, not once per variant
     # the run-wide weight applies where a variant does not set its own
     report = run_evaluation(ds, _ContraryScorer(), stages=[], first_stage_weight=0.8)
     assert report.rows[-1]["map"] == pytest.approx(1.0)

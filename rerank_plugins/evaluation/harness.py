@@ -217,7 +217,7 @@ def run_evaluation(
                 }
             )
             logger.info("%s", rows[-1])  # long runs: each row as soon as it is measured (-v)
-    names = [_display_name(s.name) for s in scorers.values()]
+    names = dict.fromkeys(_display_name(s.name) for s in scorers.values())  # each model once, in order
     return EvalReport(ds.name, ds.split, len(qids), depth, ", ".join(names), rows)
 
 
