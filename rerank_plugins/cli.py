@@ -382,6 +382,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("max_length", args.max_length),
         ("holdout_queries", args.holdout_queries),
         ("n_dense_negatives", args.dense_negatives),
+        ("pseudo_queries", args.pseudo_queries),
         ("eval_every", args.eval_every),
         ("lr", args.lr),
         ("head_lr", args.head_lr),
@@ -555,6 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-length", type=int, help="token budget of a pair (default 192)")
     tr.add_argument("--holdout-queries", type=int, help="train queries held out as dev per corpus dataset")
     tr.add_argument("--dense-negatives", type=int, help="bi-encoder hard negatives per group")
+    tr.add_argument(
+        "--pseudo-queries", type=int, help="unlabelled inverse-cloze groups per corpus dataset (a sentence as query)"
+    )
     tr.add_argument("--eval-every", type=int, help="steps between dev evaluations / checkpoints (default 200)")
     tr.add_argument("--lr", type=float, help="encoder learning rate (default 5e-5)")
     tr.add_argument("--head-lr", type=float, help="classifier head learning rate (default 1e-3)")

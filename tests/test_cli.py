@@ -147,11 +147,14 @@ def test_train_and_eval_commands_on_a_toy_dataset(
             "1",
             "--max-length",
             "32",
+            "--pseudo-queries",
+            "3",
         ],
         monkeypatch,
     )
     assert code == 0, err
     assert "best checkpoint:" in out
+    assert json.loads((tmp_path / "run" / "train_config.json").read_text())["pseudo_queries"] == 3
     report = tmp_path / "report.json"
     code, out, err = run(
         [

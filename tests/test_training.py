@@ -311,3 +311,65 @@ def test_holdout_script_picks_the_claims_the_trainer_held_out(tmp_path: Path) ->
     report = script.tables(ds, list(cands), cands, {"512": {"seconds": 2.0, "scores": perfect}})
     assert report["hybrid"] == pytest.approx(1 / math.log2(3))
     assert report["read 512: rerank top d"][10] == pytest.approx(1.0)
+
+
+def test_pseudo_query_takes_one_sentence_out_of_its_document() -> None:
+    from rerank_plugins.training.mining import pseudo_query
+
+    text = (
+        "Yeast ferments the sugars that are found in bread dough. The fermentation releases carbon dioxide "
+        "gas into the dough. Gas bubbles are trapped by the gluten network of the dough. Short. "
+        "Baking sets the structure so that the loaf keeps its volume."
+    )
+    sentences = {s.strip().rstrip(".") for s in text.split(". ")}
+    seen = set()
+    for seed in range(40):
+        made = pseudo_query(text, random.Random(seed), keep_probability=0.0)
+        assert made is not None
+        query, rest = made
+        seen.add(query)
+        assert query not in rest  # taken out of its passage
+        assert len(query.split()) >= 8  # "Short." is never a query
+        assert len(rest) < len(text)
+    assert len(seen) == 4
+    assert all(q.rstrip(".") in sentences for q in seen)
+    kept = pseudo_query(text, random.Random(0), keep_probability=1.0)
+    assert kept is not None
+    assert kept[0] in kept[1]
+    assert pseudo_query("One sentence only. Two of them.", random.Random(0)) is None  # too few sentences
+
+
+@pytest.mark.slow
+def test_pseudo_query_groups_come_from_the_corpus_and_leave_the_labelled_groups_unchanged(tmp_path: Path) -> None:
+    pytest.importorskip("bm25s")
+    from rerank_plugins.training.trainer import TrainConfig, build_groups
+
+    root = _toy_beir(tmp_path / "toy")
+    long_doc = (
+        "Sourdough bread rises because wild yeast ferments the flour and water. Lactic acid bacteria in the "
+        "flour give the bread a sour taste. A starter of flour and water is fed with fresh flour every day. "
+        "Bakers keep a yeast starter alive for years to make bread."
+    )
+    lines = (root / "corpus.jsonl").read_text() + json.dumps({"_id": "d7", "title": "Sourdough", "text": long_doc})
+    (root / "corpus.jsonl").write_text(lines + "\n")
+    settings = {
+        "base_model": "unused",
+        "output_dir": tmp_path / "out",
+        "train_datasets": [root],
+        "n_hard_negatives": 1,
+        "n_random_negatives": 1,
+        "skip_top": 0,
+        "margin": 10.0,
+    }
+    plain, _, _ = build_groups(TrainConfig(**settings))
+    groups, summary, _ = build_groups(TrainConfig(**settings, pseudo_queries=5))
+    assert summary["toy pseudo"] == {"split": "corpus, no labels", "queries": 1, "groups": 1}  # one long document
+    assert summary["toy"]["groups"] == len(plain)
+    assert groups[: len(plain)] == plain  # same labelled groups, same negatives
+    (made,) = groups[len(plain) :]
+    assert made.source == "toy pseudo"
+    assert made.query in long_doc
+    assert made.query not in made.positive
+    assert made.positive.startswith("Sourdough. ")  # the title stays with its document
+    assert len(made.negatives) == 2
+    assert all("Sourdough" not in n for n in made.negatives)

@@ -48,11 +48,15 @@ class BeirDataset:
 
     def doc_text(self, doc_id: str) -> str:
         """Title and text joined the way every part of the project scores them."""
-        title, text = self.corpus[doc_id]
-        if not title:
-            return text
-        sep = " " if title.rstrip()[-1:] in ".?!:" else ". "
-        return f"{title.rstrip()}{sep}{text}"
+        return join_title(*self.corpus[doc_id])
+
+
+def join_title(title: str, text: str) -> str:
+    """A document's title and text as one passage (a full stop between them unless the title ends in one)."""
+    if not title:
+        return text
+    sep = " " if title.rstrip()[-1:] in ".?!:" else ". "
+    return f"{title.rstrip()}{sep}{text}"
 
 
 def shared_data_dir(start: Path | None = None) -> Path | None:

@@ -7,16 +7,24 @@ Two sources:
   positives, skipping the very top ranks and anything scoring within a margin of
   the positives, because those are the likeliest unlabelled relevant passages
   (false negatives) in sparsely judged collections such as SciFact.
+
+``pseudo_query`` makes unlabelled queries from the corpus itself (the inverse cloze
+task): one sentence of a document is the query, the rest of the document its
+positive; negatives are then mined from a retriever like those of real queries.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["TrainingGroup", "mine_from_candidates", "mine_from_retriever"]
+__all__ = ["TrainingGroup", "mine_from_candidates", "mine_from_retriever", "pseudo_query"]
+
+# a sentence ends at . ! or ? followed by space and an upper-case letter, digit or bracket
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 
 logger = logging.getLogger(__name__)
 
@@ -84,3 +92,30 @@ def mine_from_retriever(
         picked = rng.sample(pool, min(n_negatives, len(pool)))
         groups.append(TrainingGroup(query, text_of(pid), tuple(text_of(d) for d in picked), source))
     return groups
+
+
+def pseudo_query(
+    text: str,
+    rng: random.Random,
+    *,
+    min_sentences: int = 4,
+    min_words: int = 8,
+    keep_probability: float = 0.1,
+) -> tuple[str, str] | None:
+    """An inverse-cloze pair from one document: (a sentence of it, the document without that sentence).
+
+    The sentence is drawn uniformly from those of at least ``min_words`` words; it stays in
+    the passage with ``keep_probability`` (so that exact matches are not unknown to the
+    model, but are not the rule). Documents with fewer than ``min_sentences`` sentences, or
+    no sentence long enough, give None.
+    """
+    sentences = [s for s in _SENTENCE_BREAK.split(text.strip()) if s]
+    if len(sentences) < min_sentences:
+        return None
+    eligible = [i for i, s in enumerate(sentences) if len(s.split()) >= min_words]
+    if not eligible:
+        return None
+    pick = rng.choice(eligible)
+    keep = rng.random() < keep_probability
+    rest = sentences if keep else sentences[:pick] + sentences[pick + 1 :]
+    return sentences[pick], " ".join(rest)

@@ -21,17 +21,22 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from rerank_plugins._extras import require
-from rerank_plugins.evaluation.datasets import load_beir
+from rerank_plugins.evaluation.datasets import BeirDataset, join_title, load_beir
 from rerank_plugins.evaluation.metrics import evaluate
-from rerank_plugins.training.mining import TrainingGroup, mine_from_candidates, mine_from_retriever
+from rerank_plugins.training.mining import TrainingGroup, mine_from_candidates, mine_from_retriever, pseudo_query
+
+if TYPE_CHECKING:
+    from rerank_plugins.retrieval.bm25 import BM25Index
+    from rerank_plugins.retrieval.dense import DenseIndex
 
 __all__ = ["TrainConfig", "build_groups", "train_cross_encoder"]
 
@@ -64,6 +69,12 @@ class TrainConfig(BaseModel):
         default=0, ge=0, description="Extra hard negatives per group mined with the bi-encoder (corpus datasets)."
     )
     dense_model: str | None = Field(default=None, description="Bi-encoder for mining (default: all-MiniLM-L6-v2).")
+    pseudo_queries: int = Field(
+        default=0,
+        ge=0,
+        description="Unlabelled groups per corpus dataset (inverse cloze task): a sentence of a random corpus "
+        "document is the query, the rest of the document its positive, negatives mined as for real queries.",
+    )
     holdout_queries: int = Field(
         default=0,
         ge=0,
@@ -93,6 +104,72 @@ class DevSet:
     qrels: dict[str, dict[str, int]]
 
 
+def _mine_queries(
+    config: TrainConfig,
+    ds: BeirDataset,
+    corpus_ids: list[str],
+    index: BM25Index,
+    dense_index: DenseIndex | None,
+    rng: random.Random,
+    queries: list[tuple[str, set[str], Callable[[str], str]]],
+    source: str,
+) -> list[TrainingGroup]:
+    """Groups for (query, positive ids, text of a doc id) triples, negatives from BM25 and dense hits."""
+    texts = [q for q, _, _ in queries]
+    all_hits = index.search_many(texts, k=config.mining_depth)
+    dense_hits: list[list[tuple[int, float]]] = [[] for _ in queries]
+    if dense_index is not None:
+        dense_hits = dense_index.search_many(texts, k=config.mining_depth)
+    out: list[TrainingGroup] = []
+    for (query, positives, text_of), hits, dhits in zip(queries, all_hits, dense_hits, strict=True):
+        mine = functools.partial(
+            mine_from_retriever,
+            query,
+            positives,
+            text_of=text_of,
+            skip_top=config.skip_top,
+            margin=config.margin,
+            rng=rng,
+            source=source,
+        )
+        dense_mined: dict[str, tuple[str, ...]] = {}
+        if dense_index is not None:
+            for g in mine([(corpus_ids[i], s) for i, s in dhits], n_negatives=config.n_dense_negatives):
+                dense_mined[g.positive] = g.negatives
+        for g in mine([(corpus_ids[i], s) for i, s in hits], n_negatives=config.n_hard_negatives):
+            extra = _random_negatives(corpus_ids, positives, config.n_random_negatives, rng)
+            dense_negs = tuple(t for t in dense_mined.get(g.positive, ()) if t not in g.negatives)
+            negatives = g.negatives + dense_negs + tuple(ds.doc_text(d) for d in extra)
+            out.append(TrainingGroup(g.query, g.positive, negatives, g.source))
+    return out
+
+
+def _pseudo_queries(
+    ds: BeirDataset, corpus_ids: list[str], n: int, seed: int
+) -> list[tuple[str, set[str], Callable[[str], str]]]:
+    """Up to ``n`` inverse-cloze queries from random documents of ``ds``'s corpus (seeded apart from the
+    rest of the mining, so adding them leaves the other groups as they were)."""
+    rng = random.Random(f"{seed} pseudo queries")
+    out: list[tuple[str, set[str], Callable[[str], str]]] = []
+    for doc_id in rng.sample(corpus_ids, len(corpus_ids)):
+        if len(out) == n:
+            break
+        title, text = ds.corpus[doc_id]
+        made = pseudo_query(text, rng)
+        if made is None:
+            continue
+        query, rest = made
+        positive = join_title(title, rest)
+
+        def text_of(d: str, doc_id: str = doc_id, positive: str = positive) -> str:
+            return positive if d == doc_id else ds.doc_text(d)
+
+        out.append((query, {doc_id}, text_of))
+    if len(out) < n:
+        logger.warning("%s: only %d documents could give a pseudo-query (%d asked)", ds.name, len(out), n)
+    return out
+
+
 def _random_negatives(corpus_ids: list[str], exclude: set[str], n: int, rng: random.Random) -> list[str]:
     out: list[str] = []
     while len(out) < n and len(corpus_ids) > len(exclude):
@@ -118,6 +195,7 @@ def build_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, An
         ds = load_beir(path, "train")
         corpus_ids = list(ds.corpus)
         before = len(groups)
+        pseudo: list[TrainingGroup] = []
         if ds.candidates:
             for qid, cands in ds.candidates.items():
                 texts = [(ds.doc_text(d), label) for d, label in cands]
@@ -144,37 +222,38 @@ def build_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, An
                         {q: ds.qrels[q] for q in held},
                     )
                 )
-            all_hits = index.search_many([ds.queries[q] for q in qids], k=config.mining_depth)
-            dense_hits: list[list[tuple[int, float]]] = [[] for _ in qids]
+            dense_index = None
             if config.n_dense_negatives:
                 from rerank_plugins.retrieval.dense import DenseIndex
 
                 dense_index = DenseIndex([ds.doc_text(d) for d in corpus_ids], model=config.dense_model)
-                dense_hits = dense_index.search_many([ds.queries[q] for q in qids], k=config.mining_depth)
-            for qid, hits, dhits in zip(qids, all_hits, dense_hits, strict=True):
-                positives = {d for d, g in ds.qrels[qid].items() if g > 0 and d in ds.corpus}
-                mine = functools.partial(
-                    mine_from_retriever,
-                    ds.queries[qid],
-                    positives,
-                    text_of=ds.doc_text,
-                    skip_top=config.skip_top,
-                    margin=config.margin,
-                    rng=rng,
-                    source=ds.name,
-                )
-                dense_mined: dict[str, tuple[str, ...]] = {}
-                if config.n_dense_negatives:
-                    for g in mine([(corpus_ids[i], s) for i, s in dhits], n_negatives=config.n_dense_negatives):
-                        dense_mined[g.positive] = g.negatives
-                mined = mine([(corpus_ids[i], s) for i, s in hits], n_negatives=config.n_hard_negatives)
-                for g in mined:
-                    extra = _random_negatives(corpus_ids, positives, config.n_random_negatives, rng)
-                    dense_negs = tuple(t for t in dense_mined.get(g.positive, ()) if t not in g.negatives)
-                    negatives = g.negatives + dense_negs + tuple(ds.doc_text(d) for d in extra)
-                    groups.append(TrainingGroup(g.query, g.positive, negatives, g.source))
+
+            groups += _mine_queries(
+                config,
+                ds,
+                corpus_ids,
+                index,
+                dense_index,
+                rng,
+                [
+                    (ds.queries[q], {d for d, g in ds.qrels[q].items() if g > 0 and d in ds.corpus}, ds.doc_text)
+                    for q in qids
+                ],
+                ds.name,
+            )
+            if config.pseudo_queries:
+                made = _pseudo_queries(ds, corpus_ids, config.pseudo_queries, config.seed)
+                # their own random stream: adding them leaves every other group as it was
+                own_rng = random.Random(f"{config.seed} pseudo negatives")
+                pseudo = _mine_queries(config, ds, corpus_ids, index, dense_index, own_rng, made, f"{ds.name} pseudo")
+                summary[f"{ds.name} pseudo"] = {
+                    "split": "corpus, no labels",
+                    "queries": len(made),
+                    "groups": len(pseudo),
+                }
             summary[f"{ds.name}-holdout"] = {"split": "train (held out as dev)", "queries": len(held)}
         summary[ds.name] = {"split": "train", "queries": len(ds.queries), "groups": len(groups) - before}
+        groups += pseudo
     # Groups must all have the same size for the listwise loss: pad short ones with
     # random negatives from the same dataset's groups (never the group's own positive).
     by_source: dict[str, list[str]] = {}
