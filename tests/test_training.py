@@ -103,6 +103,9 @@ def test_a_few_training_steps_on_a_tiny_model_save_a_loadable_cross_encoder(tiny
     assert summary["toy"]["split"] == "train"
     assert summary["total_groups"] == 2
     assert json.loads((tmp_path / "out" / "train_config.json").read_text())["max_steps"] == 2
+    chosen = json.loads((best / "best_step.json").read_text())
+    assert chosen["step"] == max(history, key=lambda h: h["toy/dev map"])["step"]  # the first of equal scores
+    assert chosen["mean dev"] == chosen["toy/dev map"]
     scorer = CrossEncoderScorer(str(best), config=RerankConfig(device="cpu"))
     assert len(scorer.score([("why does bread rise", "yeast")])) == 1
     # Resuming a finished run does no more steps and keeps the history.

@@ -417,6 +417,9 @@ def train_cross_encoder(config: TrainConfig) -> Path:
                 best = score
                 model.save_pretrained(out / "best")
                 tokenizer.save_pretrained(out / "best")
+                # which step the best checkpoint is, and why (the mean of the dev metrics picks it)
+                (out / "best" / "best_step.json").write_text(json.dumps({**history[-1], "mean dev": score}, indent=2))
+                logger.info("step %d is the best so far (mean dev metric %.4f): saved to %s", step, score, out / "best")
             model.save_pretrained(last)
             tokenizer.save_pretrained(last)
             torch.save(
