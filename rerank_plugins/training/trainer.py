@@ -417,9 +417,11 @@ def train_cross_encoder(config: TrainConfig) -> Path:
                 best = score
                 model.save_pretrained(out / "best")
                 tokenizer.save_pretrained(out / "best")
-                # which step the best checkpoint is, and why (the mean of the dev metrics picks it)
-                (out / "best" / "best_step.json").write_text(json.dumps({**history[-1], "mean dev": score}, indent=2))
-                logger.info("step %d is the best so far (mean dev metric %.4f): saved to %s", step, score, out / "best")
+                # which step the best checkpoint is, and why (the mean of the dev metrics picks it; without
+                # dev data the score is the step number, so the latest step is kept and no mean is written)
+                chosen = {**history[-1], **({"mean dev": score} if metrics else {})}
+                (out / "best" / "best_step.json").write_text(json.dumps(chosen, indent=2))
+                logger.info("step %d is the best checkpoint so far: saved to %s", step, out / "best")
             model.save_pretrained(last)
             tokenizer.save_pretrained(last)
             torch.save(
