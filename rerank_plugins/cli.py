@@ -201,12 +201,21 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         )
     cfg = _config_from_args(args).merged(activation="raw")
     scorer = CrossEncoderScorer(config=cfg)
+    # where the calibration goes is settled before the (long) scoring: --output is created when missing;
+    # without it the model must be a local folder (a Hub id has none to write into)
+    target = Path(args.output or scorer.name)
+    if args.output:
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RerankPluginsError(f"cannot store the calibration in {target}: {exc}") from exc
+    elif not target.is_dir():
+        raise RerankPluginsError(
+            f"cannot store the calibration: the model {target} is not a local folder; pass --output DIR"
+        )
     pairs, labels, fitted_on = _labelled_pairs(args.data, args.split)
     logits = scorer.score(pairs)
     calibration = fit_calibration(logits, labels, method=args.method, fitted_on=fitted_on)
-    target = Path(args.output or scorer.name)
-    if not target.is_dir():
-        raise RerankPluginsError(f"cannot store the calibration: {target} is not a directory (use --output DIR)")
     path = calibration.save(target)
     print(
         f"fitted {calibration.method} on {fitted_on} ({len(pairs)} pairs): a={calibration.a:.4f} b={calibration.b:.4f}"

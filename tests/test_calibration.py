@@ -118,3 +118,33 @@ def test_calibrate_command_fits_and_stores(tiny_model: str, tmp_path: Path, monk
     code, _, err = run(["calibrate", "--model", str(model), "--data", str(root), "--split", "test"], monkeypatch)
     assert code == 2
     assert "refusing" in err
+
+
+def test_calibrate_creates_its_output_folder_and_checks_the_target_before_scoring(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+    from tests.test_cli import run
+    from tests.test_training import _toy_beir
+
+    root = _toy_beir(tmp_path / "toy")
+    out_dir = tmp_path / "not" / "yet" / "there"
+    args = ["calibrate", "--model", tiny_model, "--device", "cpu", "--data", str(root), "--split", "dev"]
+    code, _, err = run([*args, "--output", str(out_dir)], monkeypatch)
+    assert code == 0, err
+    assert json.loads((out_dir / CALIBRATION_FILE).read_text())["fitted_on"] == "toy/dev"
+    assert not (Path(tiny_model) / CALIBRATION_FILE).exists()  # the model folder is left alone
+
+    # a model that is not a local folder: the error comes before any pair is scored
+    original_init = CrossEncoderScorer.__init__
+
+    def hub_named(self: CrossEncoderScorer, *a: object, **k: object) -> None:
+        original_init(self, *a, **k)  # type: ignore[arg-type]
+        self.name = "org/hub-model"  # as if loaded from the Hub cache by id
+
+    monkeypatch.setattr(CrossEncoderScorer, "__init__", hub_named)
+    monkeypatch.setattr(CrossEncoderScorer, "score", lambda self, pairs: pytest.fail("scored before failing"))
+    code, _, err = run(args, monkeypatch)
+    assert code == 2
+    assert "not a local folder" in err
+    assert "--output" in err
