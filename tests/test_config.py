@@ -102,3 +102,15 @@ def test_merged_validates_again() -> None:
     with pytest.raises(ConfigError, match="top_n"):
         RerankConfig().merged(top_n=0)
     assert RerankConfig(top_n=3).merged(top_n=None).top_n is None
+
+
+def test_the_shipped_scorer_variants_are_valid_settings() -> None:
+    from rerank_plugins.config import load_settings_file
+
+    folder = Path(__file__).resolve().parents[1] / "rerank_plugins" / "evaluation" / "variants"
+    variants = {f.stem: RerankConfig.from_mapping(load_settings_file(f)) for f in sorted(folder.glob("*.toml"))}
+    assert len(variants) >= 10
+    guard = variants["first-stage-0.9"]
+    # the guard reads every candidate in full (no cascade) and blends with the first-stage rank
+    assert (guard.first_stage_weight, guard.cascade_keep) == (0.9, None)
+    assert variants["cascade"].cascade_keep == 30
