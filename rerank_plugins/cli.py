@@ -386,6 +386,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("train_datasets", args.train_data),
         ("dev_datasets", args.dev_data),
         ("loss", args.loss),
+        ("bce_weight", args.bce_weight),
         ("epochs", args.epochs),
         ("max_steps", args.max_steps),
         ("max_length", args.max_length),
@@ -559,7 +560,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--output", help="output directory")
     tr.add_argument("--train-data", nargs="+", help="BEIR-layout folders (their train split is used)")
     tr.add_argument("--dev-data", nargs="+", help="folders whose dev candidate lists pick the best checkpoint")
-    tr.add_argument("--loss", choices=["listwise", "bce"], help="training objective (default listwise)")
+    tr.add_argument(
+        "--loss",
+        choices=["listwise", "bce", "listwise+bce"],
+        help="training objective (default listwise; listwise+bce also anchors the logits, see --bce-weight)",
+    )
+    tr.add_argument("--bce-weight", type=float, help="weight of the BCE term of listwise+bce (default 0.1)")
     tr.add_argument("--epochs", type=float, help="passes over the training groups")
     tr.add_argument("--max-steps", type=int, help="stop after this many steps")
     tr.add_argument("--max-length", type=int, help="token budget of a pair (default 192)")

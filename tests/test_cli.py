@@ -149,12 +149,17 @@ def test_train_and_eval_commands_on_a_toy_dataset(
             "32",
             "--pseudo-queries",
             "3",
+            "--loss",
+            "listwise+bce",
+            "--bce-weight",
+            "0.2",
         ],
         monkeypatch,
     )
     assert code == 0, err
     assert "best checkpoint:" in out
-    assert json.loads((tmp_path / "run" / "train_config.json").read_text())["pseudo_queries"] == 3
+    resolved = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert (resolved["pseudo_queries"], resolved["loss"], resolved["bce_weight"]) == (3, "listwise+bce", 0.2)
     report = tmp_path / "report.json"
     code, out, err = run(
         [

@@ -376,3 +376,25 @@ def test_pseudo_query_groups_come_from_the_corpus_and_leave_the_labelled_groups_
     assert made.positive.startswith("Sourdough. ")  # the title stays with its document
     assert len(made.negatives) == 2
     assert all("Sourdough" not in n for n in made.negatives)
+
+
+def test_listwise_loss_ignores_a_logit_shift_and_listwise_bce_does_not() -> None:
+    torch = pytest.importorskip("torch")
+    from rerank_plugins.training.trainer import TrainConfig, group_loss
+
+    def cfg(**k: object) -> TrainConfig:
+        return TrainConfig(base_model="m", output_dir=Path("o"), train_datasets=[], **k)  # type: ignore[arg-type]
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.3, 0.9, -2.0]])
+    shifted = logits - 5.0
+    listwise, both = cfg(loss="listwise"), cfg(loss="listwise+bce", bce_weight=0.5)
+    assert group_loss(shifted, listwise).item() == pytest.approx(group_loss(logits, listwise).item(), abs=1e-5)
+    # the combined loss is the listwise loss plus the weighted BCE, and it sees the shift
+    expected = group_loss(logits, listwise) + 0.5 * group_loss(logits, cfg(loss="bce"))
+    assert group_loss(logits, both).item() == pytest.approx(expected.item(), abs=1e-6)
+    assert group_loss(shifted, both).item() > group_loss(logits, both).item() + 0.5
+    # the gradient of the combined loss pushes a positive logit below 0 up
+    x = shifted.clone().requires_grad_(True)
+    group_loss(x, both).backward()
+    assert x.grad is not None
+    assert float(x.grad[0, 0]) < 0

@@ -5,6 +5,9 @@ Losses:
 * ``listwise``: softmax cross-entropy over a group (1 positive + n negatives);
   the positive must out-score its own negatives. Robust on small data.
 * ``bce``: pointwise binary cross-entropy with ``pos_weight`` on positives.
+* ``listwise+bce``: the listwise loss plus ``bce_weight`` times the BCE. The listwise
+  loss is blind to a shift of all logits, so alone it leaves their offset wherever
+  training drifts; the BCE term pins it (a relevant pair scores above 0).
 
 The encoder and the new head get separate learning rates (a fresh head needs a
 much larger one), with linear warm-up and decay. Every ``eval_every`` steps the
@@ -35,10 +38,12 @@ from rerank_plugins.evaluation.metrics import evaluate
 from rerank_plugins.training.mining import TrainingGroup, mine_from_candidates, mine_from_retriever, pseudo_query
 
 if TYPE_CHECKING:
+    import torch
+
     from rerank_plugins.retrieval.bm25 import BM25Index
     from rerank_plugins.retrieval.dense import DenseIndex
 
-__all__ = ["TrainConfig", "build_groups", "train_cross_encoder"]
+__all__ = ["TrainConfig", "build_groups", "group_loss", "train_cross_encoder"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +59,16 @@ class TrainConfig(BaseModel):
     dev_datasets: list[Path] = Field(
         default_factory=list, description="Folders whose 'dev' candidate lists pick the best checkpoint."
     )
-    loss: Literal["listwise", "bce"] = Field(default="listwise", description="Training objective.")
+    loss: Literal["listwise", "bce", "listwise+bce"] = Field(
+        default="listwise",
+        description=(
+            "Training objective: softmax cross-entropy over each group ('listwise'), pointwise BCE ('bce'), or "
+            "both ('listwise+bce': the listwise loss ranks, the BCE term anchors the logits, whose offset the "
+            "listwise loss leaves free)."
+        ),
+    )
     pos_weight: float = Field(default=4.0, gt=0, description="Weight of positives in the BCE loss.")
+    bce_weight: float = Field(default=0.1, ge=0, description="Weight of the BCE term in loss='listwise+bce'.")
     n_hard_negatives: int = Field(default=4, ge=0, description="Hard negatives per group.")
     n_random_negatives: int = Field(default=3, ge=0, description="Random corpus negatives per group.")
     skip_top: int = Field(
@@ -321,6 +334,21 @@ def _dev_score(model: Any, tokenizer: Any, dev: list[DevSet], max_length: int, t
     return out
 
 
+def group_loss(logits: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """Loss of a batch of groups: ``logits`` is (groups, 1 + negatives), the positive in column 0."""
+    import torch
+
+    listwise = torch.nn.functional.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long))
+    if config.loss == "listwise":
+        return listwise
+    target = torch.zeros_like(logits)
+    target[:, 0] = 1.0
+    pointwise = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, target, pos_weight=torch.tensor(config.pos_weight)
+    )
+    return pointwise if config.loss == "bce" else listwise + config.bce_weight * pointwise
+
+
 def train_cross_encoder(config: TrainConfig) -> Path:
     """Train and return the directory of the best checkpoint (or the last one without dev data)."""
     torch = require("torch", "Training")
@@ -369,7 +397,6 @@ def train_cross_encoder(config: TrainConfig) -> Path:
     (out / "train_config.json").write_text(config.model_dump_json(indent=2))
     (out / "data_summary.json").write_text(json.dumps(summary, indent=2))
 
-    bce = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(config.pos_weight))
     schedule: list[list[TrainingGroup]] = []
     epoch = 0
     while len(schedule) < total:
@@ -389,13 +416,8 @@ def train_cross_encoder(config: TrainConfig) -> Path:
             queries, passages, truncation="only_second", max_length=config.max_length, padding=True, return_tensors="pt"
         )
         logits = model(**enc).logits[:, 0].view(len(batch), -1)
-        if config.loss == "listwise":
-            loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
-        else:
-            target = torch.zeros_like(logits)
-            target[:, 0] = 1.0
-            loss = bce(logits, target)
-        loss.backward()
+        loss = group_loss(logits, config)
+        loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
         sched.step()
