@@ -7,7 +7,8 @@ Losses:
 * ``bce``: pointwise binary cross-entropy with ``pos_weight`` on positives.
 * ``listwise+bce``: the listwise loss plus ``bce_weight`` times the BCE. The listwise
   loss is blind to a shift of all logits, so alone it leaves their offset wherever
-  training drifts; the BCE term pins it (a relevant pair scores above 0).
+  training drifts; the BCE term pins it, so that plain sigmoid scores mean something
+  (a calibration refits the offset anyway).
 
 The encoder and the new head get separate learning rates (a fresh head needs a
 much larger one), with linear warm-up and decay. Every ``eval_every`` steps the
