@@ -339,15 +339,21 @@ def group_loss(logits: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     """Loss of a batch of groups: ``logits`` is (groups, 1 + negatives), the positive in column 0."""
     import torch
 
-    listwise = torch.nn.functional.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long))
+    def listwise() -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long))
+
+    def pointwise() -> torch.Tensor:
+        target = torch.zeros_like(logits)
+        target[:, 0] = 1.0
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, target, pos_weight=torch.tensor(config.pos_weight)
+        )
+
     if config.loss == "listwise":
-        return listwise
-    target = torch.zeros_like(logits)
-    target[:, 0] = 1.0
-    pointwise = torch.nn.functional.binary_cross_entropy_with_logits(
-        logits, target, pos_weight=torch.tensor(config.pos_weight)
-    )
-    return pointwise if config.loss == "bce" else listwise + config.bce_weight * pointwise
+        return listwise()
+    if config.loss == "bce":
+        return pointwise()
+    return listwise() + config.bce_weight * pointwise()
 
 
 def train_cross_encoder(config: TrainConfig) -> Path:
