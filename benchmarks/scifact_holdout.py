@@ -3,9 +3,10 @@
 SciFact has no dev split, so a model trained with ``--holdout-queries N --seed S`` leaves N train
 claims unseen (the same N this script picks with the same seed). On them, with hybrid top-100
 candidates, it reports nDCG@10 of: the hybrid first stage; full reads reranking the first
-10/20/30/50/100 candidates; ``first_stage_weight`` blends; and cascades (cheap pass at a short
-``max_length``, the best ``keep`` read in full). These are dev figures: use them for choices, never
-a test split.
+10/20/30/50/100 candidates; ``first_stage_weight`` blends; cascades (cheap pass at a short
+``max_length``, the best ``keep`` read in full); and, with ``--windows``, the windowed scorer (each
+abstract read in overlapping windows that fit the given ``max_length``, the best window counts).
+These are dev figures: use them for choices, never a test split.
 
     python benchmarks/scifact_holdout.py --model runs/v3/export --data ../shared/data/scifact \\
         --holdout 100 --seed 13 --out benchmarks/results/holdout/v3.json
@@ -45,18 +46,29 @@ def ndcg10(ranked: list[str], rel: dict[str, int]) -> float:
     return per_query({"q": rel}, {"q": {d: -float(i) for i, d in enumerate(ranked)}}, "ndcg@10")["q"]
 
 
-def score_passes(model: str, ds: Any, qids: list[str], cands: dict[str, list[str]], lengths: list[int]) -> dict:
+def pass_key(length: int, windowed: bool) -> str:
+    """JSON key of a pass: ``"512"`` for a truncating read, ``"w128"`` for windows at 128 tokens."""
+    return f"w{length}" if windowed else str(length)
+
+
+def score_passes(
+    model: str, ds: Any, qids: list[str], cands: dict[str, list[str]], lengths: list[int], windowed: bool = False
+) -> dict:
+    from tqdm.auto import tqdm
+
     from rerank_plugins.config import RerankConfig
     from rerank_plugins.scoring.cross_encoder import get_scorer
 
     out: dict[str, Any] = {}
     for length in lengths:
-        scorer = get_scorer(RerankConfig(model=model, device="cpu", backend="onnx", max_length=length))
+        kind = "windowed" if windowed else "cross-encoder"
+        scorer = get_scorer(RerankConfig(model=model, device="cpu", backend="onnx", max_length=length, scorer=kind))
         start, scores = time.perf_counter(), {}
-        for q in qids:
+        for q in tqdm(qids, desc=f"{kind} at {length} tokens", unit="claim", mininterval=30):
             scores[q] = scorer.score([(ds.queries[q], ds.doc_text(d)) for d in cands[q]])
-        out[str(length)] = {"seconds": time.perf_counter() - start, "scores": scores}
-        logger.info("read at %d tokens: %.0f s", length, out[str(length)]["seconds"])
+        key = pass_key(length, windowed)
+        out[key] = {"seconds": time.perf_counter() - start, "scores": scores}
+        logger.info("%s: %.0f s", key, out[key]["seconds"])
     return out
 
 
@@ -69,8 +81,7 @@ def tables(ds: Any, qids: list[str], cands: dict[str, list[str]], passes: dict[s
     def order(ids: list[str], key: list[float]) -> list[str]:
         return [ids[i] for i in sorted(range(len(ids)), key=lambda i: -key[i])]
 
-    full_len = max(passes, key=int)
-    full = passes[full_len]["scores"]
+    full_len = max((k for k in passes if k.isdigit()), key=int)
     report: dict[str, Any] = {"claims": len(qids), "hybrid": mean([ndcg10(cands[q], ds.qrels[q]) for q in qids])}
     for length, p in passes.items():
         s = p["scores"]
@@ -83,17 +94,21 @@ def tables(ds: Any, qids: list[str], cands: dict[str, list[str]], passes: dict[s
             for w in (0.0, 0.2, 0.4, 0.6, 0.8, 0.9)
         }
         report[f"read {length}: seconds vs full"] = p["seconds"] / passes[full_len]["seconds"]
-        if length == full_len:
+        if length == full_len or not length.isdigit():
             continue
-        cascade = {}
-        for keep in (15, 20, 25, 30, 40):
-            values = []
-            for q in qids:
-                cheap = sorted(range(len(cands[q])), key=lambda i: -s[q][i])
-                survivors = sorted(cheap[:keep], key=lambda i: -full[q][i])
-                values.append(ndcg10([cands[q][i] for i in survivors + cheap[keep:]], ds.qrels[q]))
-            cascade[keep] = mean(values)
-        report[f"cascade read {length} -> keep k read {full_len}"] = cascade
+        # a cascade: this pass reads every candidate, the best ``keep`` are read again by the full read
+        # (or by a windowed pass); the rest keep the cheap order below them
+        for target in [full_len, *(k for k in passes if not k.isdigit())]:
+            final = passes[target]["scores"]
+            cascade = {}
+            for keep in (15, 20, 25, 30, 40):
+                values = []
+                for q in qids:
+                    cheap = sorted(range(len(cands[q])), key=lambda i: -s[q][i])
+                    survivors = sorted(cheap[:keep], key=lambda i: -final[q][i])
+                    values.append(ndcg10([cands[q][i] for i in survivors + cheap[keep:]], ds.qrels[q]))
+                cascade[keep] = mean(values)
+            report[f"cascade read {length} -> keep k read {target}"] = cascade
     return report
 
 
@@ -104,6 +119,7 @@ def main() -> None:
     ap.add_argument("--holdout", type=int, default=100, help="the --holdout-queries of the training run")
     ap.add_argument("--seed", type=int, default=13, help="the --seed of the training run")
     ap.add_argument("--lengths", default="512,128", help="max_length of each pass; the largest is the full read")
+    ap.add_argument("--windows", default="", help="max_length of each windowed pass, e.g. 128,256 (none by default)")
     ap.add_argument("--out", type=Path, required=True, help="JSON with scores and tables")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -122,6 +138,9 @@ def main() -> None:
         cands, passes = {q: ranked_ids(runs["hybrid"][q])[:100] for q in qids}, {}
     wanted = [int(x) for x in args.lengths.split(",")]
     passes.update(score_passes(args.model, ds, qids, cands, [n for n in wanted if str(n) not in passes]))
+    windows = [int(x) for x in args.windows.split(",") if x]
+    todo = [n for n in windows if pass_key(n, True) not in passes]
+    passes.update(score_passes(args.model, ds, qids, cands, todo, windowed=True))
     report = tables(ds, qids, cands, passes)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": Path(args.model).name, "claims": qids, "candidates": cands,

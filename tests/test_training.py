@@ -311,9 +311,17 @@ def test_holdout_script_picks_the_claims_the_trainer_held_out(tmp_path: Path) ->
     # the tables: a scorer that puts each claim's positive first gives nDCG@10 1 at every depth
     cands = {"q1": ["d5", "d1", "d2"], "q2": ["d3", "d2", "d1"]}
     perfect = {q: [1.0 if d in ds.qrels[q] else 0.0 for d in cands[q]] for q in cands}
-    report = script.tables(ds, list(cands), cands, {"512": {"seconds": 2.0, "scores": perfect}})
+    worst = {q: [-x for x in s] for q, s in perfect.items()}
+    passes = {"512": {"seconds": 2.0, "scores": perfect}, "w128": {"seconds": 3.0, "scores": worst}}
+    report = script.tables(ds, list(cands), cands, passes)
     assert report["hybrid"] == pytest.approx(1 / math.log2(3))
     assert report["read 512: rerank top d"][10] == pytest.approx(1.0)
+    # a windowed pass is reported beside the full read (never taken for it, never cascaded)
+    assert report["read w128: rerank top d"][10] == pytest.approx(0.5)
+    assert report["read w128: seconds vs full"] == pytest.approx(1.5)
+    assert not any(k.startswith("cascade") for k in report)  # no cheap pass here
+    assert script.pass_key(128, True) == "w128"
+    assert script.pass_key(512, False) == "512"
 
 
 def test_pseudo_query_takes_one_sentence_out_of_its_document() -> None:
