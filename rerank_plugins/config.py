@@ -43,9 +43,10 @@ class RerankConfig(BaseModel):
         "None selects the model shipped with the package (rerank_plugins.default_model_path()).",
     )
     scorer: Literal["cross-encoder", "windowed", "monot5", "rankt5", "ensemble", "bi-encoder", "remote"] = Field(
-        default="cross-encoder",
-        description="'cross-encoder' truncates passages that do not fit (and flags them); 'windowed' "
-        "scores overlapping windows of long passages and aggregates them (window_* fields); 'monot5' and "
+        default="windowed",
+        description="'windowed' (the default) reads a passage that does not fit max_length in overlapping "
+        "windows and aggregates their scores (window_* fields; a passage that fits is read whole, as by "
+        "'cross-encoder'); 'cross-encoder' truncates passages that do not fit (and flags them); 'monot5' and "
         "'rankt5' load `model` as a T5 reranker (log p(true), or one token's logit); 'ensemble' combines "
         "the scorers described by `members`; 'bi-encoder' scores by embedding cosine (`model`: a "
         "sentence-transformers bi-encoder, default all-MiniLM-L6-v2), mainly as an ensemble member; 'remote' "
@@ -100,6 +101,13 @@ class RerankConfig(BaseModel):
     window_stride: int | None = Field(
         default=None, ge=1, description="Tokens between window starts (None: half a window)."
     )
+    window_limit: int | None = Field(
+        default=16,
+        ge=1,
+        description="Most windows read per passage, so one huge passage cannot stall a query: the text after "
+        "the last is cut and flagged (rerank_dropped_tokens). 16 windows of the default 256 tokens cover about "
+        "1,900 passage tokens. None: no limit.",
+    )
     window_aggregate: Literal["max", "first", "mean-top2"] = Field(
         default="max", description="How window scores combine into the passage score."
     )
@@ -149,11 +157,12 @@ class RerankConfig(BaseModel):
         "as fast there and far leaner: measured by `rerank-plugins bench`), 16384 on a GPU. None: batch_size alone.",
     )
     max_length: int = Field(
-        default=512,
+        default=256,
         ge=16,
         le=8192,
-        description="Token budget of one (query, passage) pair. The query is never cut; "
-        "a passage cut to fit is flagged in its metadata.",
+        description="Token budget of one (query, passage) pair, or of one (query, window) pair with "
+        "scorer='windowed'. The query is never cut; a passage cut to fit is flagged in its metadata. "
+        "256: the shipped model was trained on pairs of 192-256 tokens (model card).",
     )
     activation: Literal["auto", "sigmoid", "raw", "calibrated"] = Field(
         default="auto",

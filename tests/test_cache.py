@@ -76,11 +76,13 @@ def test_unwritable_store_location_is_bypassed(tmp_path: Path, caplog: pytest.Lo
 def test_cache_selected_from_the_config(tiny_model: str, tmp_path: Path) -> None:
     from rerank_plugins import RerankConfig
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, get_scorer
+    from rerank_plugins.scoring.windowed import WindowedScorer
 
     cfg = RerankConfig(model=tiny_model, device="cpu", cache_entries=100, cache_path=str(tmp_path / "s.sqlite"))
     scorer = get_scorer(cfg)
     assert isinstance(scorer, CachedScorer)
-    assert isinstance(scorer.inner, CrossEncoderScorer)
+    assert isinstance(scorer.inner, WindowedScorer)  # the default: long passages read in windows
+    assert isinstance(scorer.inner.inner, CrossEncoderScorer)
     scorer.score(PAIRS)
     scorer.score(PAIRS)
     assert scorer.stats()["hit_rate"] == 0.5

@@ -120,7 +120,7 @@ def test_a_misbehaving_cheap_pass_is_reported_as_such() -> None:
 
 
 def test_settings_are_checked() -> None:
-    with pytest.raises(ConfigError, match="cascade_max_length=512 is not below max_length=512"):
+    with pytest.raises(ConfigError, match="cascade_max_length=512 is not below max_length=256"):
         RerankConfig.from_mapping({"cascade_keep": 10, "cascade_max_length": 512})
     with pytest.raises(ConfigError, match="needs cascade_model"):
         RerankConfig.from_mapping({"scorer": "remote", "remote_url": "http://127.0.0.1:1", "cascade_keep": 10})
@@ -156,8 +156,9 @@ def test_real_model_the_cheap_pass_shares_the_weights_and_reads_a_prefix(tiny_mo
     words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
     texts = [" ".join(words[i:] + words[:i]) * 6 for i in range(10)]
     cfg = RerankConfig(
-        model=tiny_model, device="cpu", cascade_keep=4, cascade_max_length=24, max_length=128, top_n=None
-    )
+        model=tiny_model, device="cpu", cascade_keep=4, cascade_max_length=24, max_length=128, top_n=None,
+        scorer="cross-encoder",
+    )  # fmt: skip
     full, cheap = get_scorer(cfg), get_scorer(cfg.cascade_config())
     assert cheap is not full
     assert cheap._loaded is full._loaded
@@ -290,3 +291,42 @@ def test_auto_cascade_runs_for_a_cpu_cross_encoder_on_large_pools_only(tiny_mode
     assert resolve_cascade(cfg.merged(cascade_keep=None), full) is None
     exact = rerank_candidates("bread", items, full, cfg.merged(cascade_keep=None))
     assert exact.scored == len(items)
+
+
+def test_real_model_windowed_default_cascade_reads_survivors_in_windows(tiny_model: str) -> None:
+    from rerank_plugins.pipeline import _reads_prefix_of, resolve_cascade
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, get_scorer
+    from rerank_plugins.scoring.windowed import WindowedScorer
+
+    # the default settings: windows at max_length, and on a CPU the 'auto' cascade in front of them
+    cfg = RerankConfig(model=tiny_model, device="cpu", max_length=48, cascade_max_length=24, top_n=None)
+    assert cfg.scorer == "windowed"
+    full = get_scorer(cfg)
+    assert isinstance(full, WindowedScorer)
+    resolved = resolve_cascade(cfg, full)
+    assert resolved is not None
+    keep, cheap = resolved
+    assert keep == 30
+    assert isinstance(cheap, CrossEncoderScorer)
+    assert cheap._loaded is full.inner._loaded  # one copy of the weights
+    assert _reads_prefix_of(cheap, full)
+    assert not _reads_prefix_of(cheap, get_scorer(cfg.merged(window_tokens=8)))  # fixed windows may split a pair
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
+    long_texts = [" ".join(words[i:] + words[:i]) * 4 for i in range(6)]  # longer than one window
+    short_texts = ["alpha beta", "kappa iota gamma"]  # fit the cheap pass whole
+    texts = long_texts + short_texts
+    run = cfg.merged(cascade_keep=5)
+    result = rerank_candidates("alpha beta", [Candidate(str(i), t) for i, t in enumerate(texts)], full, run)
+    assert len(result.items) == len(texts)  # nothing lost: survivors first, then the pruned
+    by_id = {str(r.candidate.id): r for r in result.items}
+    cheap_scores = cheap.score_detailed([("alpha beta", t) for t in texts])
+    windowed = full.score_detailed([("alpha beta", t) for t in texts])
+    order = sorted(range(len(texts)), key=lambda i: -cheap_scores.scores[i])
+    for rank, i in enumerate(order):
+        item = by_id[str(i)]
+        if rank < 5:  # survivors: the windowed score (a short pair's cheap score is that same score)
+            assert item.score == pytest.approx(windowed.scores[i], abs=1e-5)
+            assert item.note.how in ("windowed", "whole")
+        else:
+            assert item.note.how == "pruned"
+    assert {by_id[str(i)].note.how for i in range(6) if by_id[str(i)].note.how != "pruned"} == {"windowed"}

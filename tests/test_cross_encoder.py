@@ -10,7 +10,7 @@ import pytest
 from rerank_plugins import ModelLoadError, RerankConfig, RerankInputError
 from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, get_scorer, resolve_device
 
-CPU = RerankConfig(device="cpu")
+CPU = RerankConfig(device="cpu", scorer="cross-encoder")  # the plain cross-encoder (the default reads windows)
 
 
 def test_two_logit_score_is_the_log_odds_of_the_relevant_class(tiny_model_2labels: str) -> None:
@@ -61,7 +61,7 @@ def test_bad_pairs_are_rejected(tiny_model: str) -> None:
 
 def test_one_shared_instance_per_settings(tiny_model: str) -> None:
     a = get_scorer(CPU, model=tiny_model)
-    b = get_scorer(RerankConfig(device="cpu", model=tiny_model, top_n=2))  # top_n is not a scorer setting
+    b = get_scorer(CPU.merged(model=tiny_model, top_n=2))  # top_n is not a scorer setting
     c = get_scorer(CPU, model=tiny_model, batch_size=7)
     assert a is b
     assert c is not a

@@ -50,7 +50,7 @@ def test_ensemble_from_a_toml_config(tiny_model: str, tiny_model_2labels: str, t
     path = tmp_path / "ensemble.toml"
     path.write_text(
         f'scorer = "ensemble"\nmember_weights = [2.0, 1.0]\n'
-        f'[[members]]\nmodel = "{tiny_model}"\ndevice = "cpu"\n'
+        f'[[members]]\nmodel = "{tiny_model}"\ndevice = "cpu"\nscorer = "cross-encoder"\n'
         f'[[members]]\nmodel = "{tiny_model_2labels}"\ndevice = "cpu"\nscorer = "windowed"\n'
     )
     cfg = RerankConfig.from_file(path)

@@ -164,7 +164,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_real_model_truncation_policy(tiny_model: Path) -> None:
-    config = RerankConfig(model=str(tiny_model), max_length=32)
+    config = RerankConfig(model=str(tiny_model), max_length=32, scorer="cross-encoder")
     client = TestClient(create_app(config=config, settings=ServeSettings(auto_truncate=True)))
     long_text = "the cat sat on the mat " * 40
     ok = client.post("/rerank", json={"query": "cat", "texts": [long_text, "cat"]})
@@ -181,6 +181,13 @@ def test_real_model_truncation_policy(tiny_model: Path) -> None:
     strict = TestClient(create_app(config=config, settings=ServeSettings(auto_truncate=False)))
     assert strict.post("/rerank", json={"query": "cat", "texts": [long_text]}).status_code == 413
     assert strict.post("/rerank", json={"query": "cat", "texts": [long_text], "truncate": True}).status_code == 200
+    # the default scorer reads a long text in windows: nothing is cut, so truncate=false is no reason to refuse
+    no_cut = ServeSettings(auto_truncate=False)
+    windowed = TestClient(create_app(config=config.merged(scorer="windowed", window_limit=None), settings=no_cut))
+    assert windowed.post("/rerank", json={"query": "cat", "texts": [long_text, "cat"]}).status_code == 200
+    # ... unless the text goes on past window_limit windows: that is a cut, refused like a truncation
+    limited = TestClient(create_app(config=config.merged(scorer="windowed", window_limit=2), settings=no_cut))
+    assert "truncate=true" in _error(limited.post("/rerank", json={"query": "cat", "texts": [long_text]}), 413)
 
 
 def test_serve_settings_validation_and_env() -> None:

@@ -21,11 +21,14 @@ def test_shipped_model_is_a_small_safetensors_folder() -> None:
 @pytest.mark.slow
 def test_shipped_model_is_the_default_and_ranks_a_relevant_passage_first() -> None:
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, get_scorer
+    from rerank_plugins.scoring.windowed import WindowedScorer
 
     scorer = get_scorer(RerankConfig(device="cpu"))
-    assert isinstance(scorer, CrossEncoderScorer)
+    assert isinstance(scorer, WindowedScorer)  # the default reads long passages in windows
+    assert isinstance(scorer.inner, CrossEncoderScorer)
     assert scorer.name == str(default_model_path())
-    assert str(next(scorer._loaded.model.parameters()).dtype) == "torch.float32"  # fp16 on disk, fp32 in use
+    assert scorer.inner.config.max_length == 256  # the length the model was trained at (192-256)
+    assert str(next(scorer.inner._loaded.model.parameters()).dtype) == "torch.float32"  # fp16 on disk, fp32 in use
     query = "What disease is caused by a lack of vitamin C?"
     relevant = "Scurvy is caused by a long-term lack of vitamin C and leads to bleeding gums."
     unrelated = "Saturn has the most extensive ring system of any planet, made mostly of ice."

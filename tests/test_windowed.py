@@ -5,6 +5,7 @@ import itertools
 import pytest
 
 from rerank_plugins import RerankConfig
+from rerank_plugins.scoring.base import PairNote
 from rerank_plugins.scoring.windowed import WindowedScorer, aggregate, split_windows
 
 CPU = RerankConfig(device="cpu")
@@ -94,3 +95,44 @@ def test_windowed_and_truncated_scores_never_share_cache_entries(tiny_model: str
 
     inner = CrossEncoderScorer(tiny_model, config=CPU, max_length=32)
     assert CachedScorer(WindowedScorer(inner))._prefix != CachedScorer(inner)._prefix
+
+
+def test_window_limit_bounds_a_huge_passage_and_says_what_was_cut(tiny_model: str) -> None:
+    from langchain_core.documents import Document
+
+    from rerank_plugins.adapters.langchain import RerankCompressor
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, get_scorer
+
+    inner = CrossEncoderScorer(tiny_model, config=CPU, max_length=32)
+    seen: list[str] = []
+    original = inner.score_detailed
+
+    def spy(pairs):  # type: ignore[no-untyped-def]
+        seen.extend(p for _, p in pairs)
+        return original(pairs)
+
+    inner.score_detailed = spy  # type: ignore[method-assign]
+    huge = "green apples are sour " * 48_000  # ~1 MB, ~190k tokens
+    out = WindowedScorer(inner, window=10, stride=5, limit=4).score_detailed([("apples", huge), ("apples", "ok")])
+    assert len(seen) == 5  # 4 windows of the huge passage + the short one, never thousands
+    assert out.notes[0].how == "windowed"
+    assert out.notes[0].windows == 4
+    tokens = len(inner._loaded.tokenizer(huge, add_special_tokens=False)["input_ids"])
+    assert out.notes[0].dropped_tokens == tokens - (3 * 5 + 10)  # all after the 4th window's end
+    assert out.notes[1] == PairNote()
+    # a limit of one window is a truncation, and says so
+    assert WindowedScorer(inner, window=10, stride=5, limit=1).score_detailed([("apples", huge)]).notes[0].how == (
+        "truncated"
+    )
+    with pytest.raises(ValueError, match="at least 1 window"):
+        WindowedScorer(inner, limit=0)
+    # the default settings limit windows, and the adapters report the cut in metadata
+    cfg = RerankConfig(model=tiny_model, device="cpu", max_length=32, window_limit=3, top_n=None)
+    assert RerankConfig().window_limit == 16
+    assert get_scorer(cfg).limit == 3  # type: ignore[attr-defined]
+    doc = Document(page_content="green apples are sour " * 200, metadata={"k": 1})
+    (got,) = RerankCompressor(config=cfg).compress_documents([doc], "apples")
+    assert got.metadata["rerank_scoring"] == "windowed"
+    assert got.metadata["rerank_windows"] == 3
+    assert got.metadata["rerank_dropped_tokens"] > 500
+    assert doc.metadata == {"k": 1}  # the caller's document is not touched

@@ -33,7 +33,7 @@ class PairNote:
         how: ``"whole"`` (fit in the budget), ``"truncated"``, ``"windowed"``, ``"unscored"``
             (left out by the pipeline's ``time_budget_ms``) or ``"pruned"`` (left to the cascade's
             cheap pass by ``cascade_keep``); the last two are never set by a scorer.
-        dropped_tokens: Passage tokens cut off to fit (``"truncated"`` only).
+        dropped_tokens: Passage tokens cut off to fit (``"truncated"``, or ``"windowed"`` past its window limit).
         windows: Number of windows scored (``"windowed"`` only, else 1).
     """
 

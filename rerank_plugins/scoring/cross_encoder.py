@@ -447,8 +447,9 @@ def _build_scorer(cfg: RerankConfig) -> Scorer:
             from rerank_plugins.scoring.windowed import WindowedScorer
 
             scorer = WindowedScorer(
-                scorer, window=cfg.window_tokens, stride=cfg.window_stride, how=cfg.window_aggregate
-            )
+                scorer, window=cfg.window_tokens, stride=cfg.window_stride, how=cfg.window_aggregate,
+                limit=cfg.window_limit,
+            )  # fmt: skip
     if cfg.duo_model is not None:
         from rerank_plugins.scoring.seq2seq import DuoT5Scorer
 

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Literal
 
@@ -23,6 +24,8 @@ from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pai
 from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
 __all__ = ["WindowedScorer", "aggregate", "split_windows"]
+
+logger = logging.getLogger(__name__)
 
 Aggregate = Literal["max", "first", "mean-top2"]
 
@@ -70,6 +73,8 @@ class WindowedScorer(Scorer):
         window: Passage tokens per window (None: as many as fit next to the query).
         stride: Tokens between window starts (None: half a window).
         how: Aggregation of window scores.
+        limit: Most windows per passage (None: no limit); the text after the last window is cut, and the
+            pair's note counts the cut tokens (``dropped_tokens``).
     """
 
     def __init__(
@@ -79,18 +84,22 @@ class WindowedScorer(Scorer):
         window: int | None = None,
         stride: int | None = None,
         how: Aggregate = "max",
+        limit: int | None = None,
     ) -> None:
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit={limit} must be at least 1 window (or None for no limit)")
         self.inner = inner
         self.name = inner.name
         self.window = window
         self.stride = stride
         self.how = how
+        self.limit = limit
         aggregate([0.0], how)  # fail early on an unknown aggregate
 
     @property
     def fingerprint(self) -> str:
         """Settings that change a score (a cache key part)."""
-        return f"windowed({self.window},{self.stride},{self.how})|{self.inner.fingerprint}"
+        return f"windowed({self.window},{self.stride},{self.how},{self.limit})|{self.inner.fingerprint}"
 
     def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
         pairs = check_pairs(pairs)
@@ -107,6 +116,7 @@ class WindowedScorer(Scorer):
         expanded: list[tuple[str, str]] = []
         owners: list[int] = []
         counts: list[int] = []
+        cut: list[int] = []
         for i, ((q, passage), offsets) in enumerate(zip(pairs, enc["offset_mapping"], strict=True)):
             room = budget - lm.special_tokens - q_len[q]
             if room < 8:
@@ -117,6 +127,9 @@ class WindowedScorer(Scorer):
             window = min(self.window or room, room)
             stride = self.stride or max(1, window // 2)
             spans = split_windows(len(offsets), window, min(stride, window))
+            if self.limit is not None and len(spans) > self.limit:
+                spans = spans[: self.limit]
+            cut.append(len(offsets) - spans[-1][1])
             for start, end in spans:
                 text = passage[offsets[start][0] : offsets[end - 1][1]] if end > start else passage
                 expanded.append((q, text))
@@ -127,5 +140,10 @@ class WindowedScorer(Scorer):
         for owner, s in zip(owners, inner.scores, strict=True):
             per_pair[owner].append(s)
         scores = [aggregate(s, self.how) for s in per_pair]
-        notes = [PairNote("windowed", 0, n) if n > 1 else PairNote() for n in counts]
+        notes = [
+            PairNote("windowed", dropped, n) if n > 1 else PairNote("truncated", dropped) if dropped else PairNote()
+            for n, dropped in zip(counts, cut, strict=True)
+        ]
+        if any(cut):
+            logger.info("window_limit=%s: %d passage(s) cut after their last window", self.limit, sum(map(bool, cut)))
         return ScoredPairs(scores, notes)
