@@ -86,6 +86,8 @@ def test_selected_from_config(tiny_model: str) -> None:
     scorer = get_scorer(CPU, model=tiny_model, scorer="windowed", window_tokens=16, window_aggregate="first")
     assert isinstance(scorer, WindowedScorer)
     assert scorer.how == "first"
+    # what a user inspects on the default scorer is the inner cross-encoder's
+    assert (scorer.backend, scorer.device, scorer.config) == (scorer.inner.backend, "cpu", scorer.inner.config)
     assert get_scorer(CPU, model=tiny_model, scorer="windowed", window_tokens=16, window_aggregate="first") is scorer
 
 

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Sequence
 from typing import Literal
 
+from rerank_plugins.config import RerankConfig
 from rerank_plugins.errors import RerankInputError
 from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs
 from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
@@ -95,6 +96,21 @@ class WindowedScorer(Scorer):
         self.how = how
         self.limit = limit
         aggregate([0.0], how)  # fail early on an unknown aggregate
+
+    @property
+    def config(self) -> RerankConfig:
+        """The settings of the cross-encoder that reads the windows."""
+        return self.inner.config
+
+    @property
+    def backend(self) -> str:
+        """The inner cross-encoder's backend ('torch', 'onnx' or 'onnx-int8')."""
+        return self.inner.backend
+
+    @property
+    def device(self) -> str:
+        """The inner cross-encoder's device."""
+        return self.inner.device
 
     @property
     def fingerprint(self) -> str:
