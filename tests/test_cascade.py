@@ -312,7 +312,7 @@ def test_real_model_windowed_default_cascade_reads_survivors_in_windows(tiny_mod
     assert _reads_prefix_of(cheap, full)
     assert not _reads_prefix_of(cheap, get_scorer(cfg.merged(window_tokens=8)))  # fixed windows may split a pair
     words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
-    long_texts = [" ".join(words[i:] + words[:i]) * 4 for i in range(6)]  # longer than one window
+    long_texts = [" ".join(words[i:] + words[:i]) * 6 for i in range(6)]  # longer than one window
     short_texts = ["alpha beta", "kappa iota gamma"]  # fit the cheap pass whole
     texts = long_texts + short_texts
     run = cfg.merged(cascade_keep=5)
@@ -324,9 +324,11 @@ def test_real_model_windowed_default_cascade_reads_survivors_in_windows(tiny_mod
     order = sorted(range(len(texts)), key=lambda i: -cheap_scores.scores[i])
     for rank, i in enumerate(order):
         item = by_id[str(i)]
-        if rank < 5:  # survivors: the windowed score (a short pair's cheap score is that same score)
+        if rank < 5 or i >= len(long_texts):
+            # survivors get the windowed score; a short pair read whole by the cheap pass keeps that score
+            # wherever it ranks, since the windowed read would give the same (one whole window)
             assert item.score == pytest.approx(windowed.scores[i], abs=1e-5)
-            assert item.note.how in ("windowed", "whole")
+            assert item.note.how == ("whole" if i >= len(long_texts) else "windowed")
         else:
             assert item.note.how == "pruned"
-    assert {by_id[str(i)].note.how for i in range(6) if by_id[str(i)].note.how != "pruned"} == {"windowed"}
+    assert sum(by_id[str(i)].note.how == "windowed" for i in range(len(long_texts))) >= 5 - len(short_texts)

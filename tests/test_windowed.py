@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -62,10 +63,11 @@ def test_long_passages_are_windowed_and_reported(tiny_model: str) -> None:
     assert detailed.scores[1] == pytest.approx(max(inner.score([("why bread rises", w) for w in windows])), abs=1e-6)
 
 
-def test_multibyte_text_windows_keep_the_original_characters(tiny_model: str) -> None:
+def _spied_inner(tiny_model: str, max_length: int) -> tuple[Any, list[str]]:
+    """A real cross-encoder that records every passage (window) it is asked to score."""
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
-    inner = CrossEncoderScorer(tiny_model, config=CPU, max_length=24)
+    inner = CrossEncoderScorer(tiny_model, config=CPU, max_length=max_length)
     seen: list[str] = []
     original = inner.score_detailed
 
@@ -74,6 +76,11 @@ def test_multibyte_text_windows_keep_the_original_characters(tiny_model: str) ->
         return original(pairs)
 
     inner.score_detailed = spy  # type: ignore[method-assign]
+    return inner, seen
+
+
+def test_multibyte_text_windows_keep_the_original_characters(tiny_model: str) -> None:
+    inner, seen = _spied_inner(tiny_model, max_length=24)
     text = "café 東京 naïve résumé 🚀 " * 8
     WindowedScorer(inner, window=6, stride=3).score([("q", text)])
     assert len(seen) > 1
@@ -103,17 +110,9 @@ def test_window_limit_bounds_a_huge_passage_and_says_what_was_cut(tiny_model: st
     from langchain_core.documents import Document
 
     from rerank_plugins.adapters.langchain import RerankCompressor
-    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, get_scorer
+    from rerank_plugins.scoring.cross_encoder import get_scorer
 
-    inner = CrossEncoderScorer(tiny_model, config=CPU, max_length=32)
-    seen: list[str] = []
-    original = inner.score_detailed
-
-    def spy(pairs):  # type: ignore[no-untyped-def]
-        seen.extend(p for _, p in pairs)
-        return original(pairs)
-
-    inner.score_detailed = spy  # type: ignore[method-assign]
+    inner, seen = _spied_inner(tiny_model, max_length=32)
     huge = "green apples are sour " * 48_000  # ~1 MB, ~190k tokens
     out = WindowedScorer(inner, window=10, stride=5, limit=4).score_detailed([("apples", huge), ("apples", "ok")])
     assert len(seen) == 5  # 4 windows of the huge passage + the short one, never thousands
