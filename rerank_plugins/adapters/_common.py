@@ -113,7 +113,7 @@ def added_metadata(r: RankedCandidate) -> dict[str, Any]:
         RETRIEVAL_SOURCES: list(r.candidate.sources),
         RERANK_SCORING: r.note.how,
     }
-    if r.note.how == "truncated" or r.note.dropped_tokens:  # windowed: the text after window_limit windows
+    if r.note.cut:
         out[RERANK_DROPPED_TOKENS] = r.note.dropped_tokens
     if r.note.how == "windowed":
         out[RERANK_WINDOWS] = r.note.windows

@@ -41,6 +41,11 @@ class PairNote:
     dropped_tokens: int = 0
     windows: int = 1
 
+    @property
+    def cut(self) -> bool:
+        """True when part of the passage was not read (truncated, or past a windowed scorer's window limit)."""
+        return self.how == "truncated" or self.dropped_tokens > 0
+
 
 @dataclass(frozen=True)
 class ScoredPairs:

@@ -131,8 +131,7 @@ class WindowedScorer(Scorer):
             enc = tok([p for _, p in pairs], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         expanded: list[tuple[str, str]] = []
         owners: list[int] = []
-        counts: list[int] = []
-        cut: list[int] = []
+        notes: list[PairNote] = []
         for i, ((q, passage), offsets) in enumerate(zip(pairs, enc["offset_mapping"], strict=True)):
             room = budget - lm.special_tokens - q_len[q]
             if room < 8:
@@ -142,24 +141,21 @@ class WindowedScorer(Scorer):
                 )
             window = min(self.window or room, room)
             stride = self.stride or max(1, window // 2)
-            spans = split_windows(len(offsets), window, min(stride, window))
-            if self.limit is not None and len(spans) > self.limit:
-                spans = spans[: self.limit]
-            cut.append(len(offsets) - spans[-1][1])
+            spans = split_windows(len(offsets), window, min(stride, window))[: self.limit]
             for start, end in spans:
                 text = passage[offsets[start][0] : offsets[end - 1][1]] if end > start else passage
                 expanded.append((q, text))
                 owners.append(i)
-            counts.append(len(spans))
+            dropped = len(offsets) - spans[-1][1]  # past the window limit
+            if len(spans) > 1:
+                notes.append(PairNote("windowed", dropped, len(spans)))
+            else:  # one window: read whole, or cut by a limit of one window
+                notes.append(PairNote("truncated" if dropped else "whole", dropped))
         inner = self.inner.score_detailed(expanded)
         per_pair: list[list[float]] = [[] for _ in pairs]
         for owner, s in zip(owners, inner.scores, strict=True):
             per_pair[owner].append(s)
         scores = [aggregate(s, self.how) for s in per_pair]
-        notes = [
-            PairNote("windowed", dropped, n) if n > 1 else PairNote("truncated", dropped) if dropped else PairNote()
-            for n, dropped in zip(counts, cut, strict=True)
-        ]
-        if any(cut):
-            logger.info("window_limit=%s: %d passage(s) cut after their last window", self.limit, sum(map(bool, cut)))
+        if cut := sum(n.cut for n in notes):
+            logger.info("window_limit=%s: %d passage(s) cut after their last window", self.limit, cut)
         return ScoredPairs(scores, notes)

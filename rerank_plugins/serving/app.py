@@ -216,7 +216,7 @@ class RerankService:
         if len(scored.scores) != len(texts):
             raise ServiceError(500, "the scorer returned the wrong number of scores", "Backend")
         if not (s.auto_truncate if truncate is None else truncate):
-            cut = [i for i, n in enumerate(scored.notes) if n.how == "truncated" or n.dropped_tokens]
+            cut = [i for i, n in enumerate(scored.notes) if n.cut]
             if cut:
                 raise ServiceError(
                     413,
