@@ -7,13 +7,38 @@ from pathlib import Path
 
 import pytest
 
-from rerank_plugins.bench import BASELINE, DEFAULT_LI, _add_ratios, _percentile, format_report
+from rerank_plugins.bench import (
+    BASELINE,
+    DEFAULT_LC,
+    DEFAULT_LI,
+    MAX_ROUNDS,
+    SYSTEMS,
+    _add_ratios,
+    _percentile,
+    format_report,
+)
+from rerank_plugins.config import RerankConfig
 
 
 def test_percentiles_interpolate() -> None:
     assert _percentile([3.0, 1.0, 2.0], 0.5) == 2.0
     assert _percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
     assert _percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.95) == pytest.approx(4.8)
+
+
+def test_full_read_systems_do_the_peers_work_and_the_default_rows_use_the_defaults() -> None:
+    """The peers read every candidate once, truncated at 512 tokens; so must the rows compared with them.
+
+    The library default reads long passages in windows (more reads), so a row that leaves the
+    scorer unset would time different work from the peers'.
+    """
+    for name in ("ours torch, langchain", "ours onnx, langchain", "ours onnx-int8, langchain"):
+        cfg = RerankConfig(**SYSTEMS[name][1])
+        assert (cfg.scorer, cfg.max_length, cfg.cascade_keep) == ("cross-encoder", 512, None), name
+    defaults = RerankConfig()
+    for name in (DEFAULT_LI, DEFAULT_LC):
+        cfg = RerankConfig(**SYSTEMS[name][1])
+        assert cfg == defaults, name
 
 
 def test_ratios_are_to_the_slowest_and_to_our_torch_baseline() -> None:
@@ -64,6 +89,8 @@ def test_end_to_end_on_a_toy_dataset(tiny_model: str, tmp_path: Path) -> None:
     assert [r["system"] for r in rows] == systems
     assert all("error" not in r for r in rows), rows
     assert all(r["pairs"] == 4 and r["queries"] == 2 and r["pairs/s"] > 0 and r["peak RSS MiB"] > 50 for r in rows)
+    # a workload timed in well under MIN_TIMED_SECONDS is timed again, up to MAX_ROUNDS rounds
+    assert all(1 < r["rounds"] <= MAX_ROUNDS for r in rows), rows
     # same weights, same candidates: fp32 paths rank alike
     assert len({round(r["ndcg@10"], 6) for r in rows}) == 1
     saved = json.loads((tmp_path / "out" / "bench.json").read_text())
