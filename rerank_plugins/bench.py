@@ -56,7 +56,7 @@ SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
     "ours onnx, langchain": ("ours-langchain", {**FULL_READ, "backend": "onnx"}),
     "ours old default (onnx + cascade, truncated at 512), langchain": (
         "ours-langchain",
-        {"scorer": "cross-encoder", "max_length": 512},
+        {**FULL_READ, "cascade_keep": "auto"},
     ),
     DEFAULT_LC: ("ours-langchain", {}),
     DEFAULT_LI: ("ours-llamaindex", {}),
