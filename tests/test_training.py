@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -406,3 +407,72 @@ def test_listwise_loss_ignores_a_logit_shift_and_listwise_bce_does_not() -> None
     group_loss(x, both).backward()
     assert x.grad is not None
     assert float(x.grad[0, 0]) < 0
+
+
+def _wordnet_line(offset: str, words: list[str], parents: list[tuple[str, str]], gloss: str) -> str:
+    """A ``data.noun`` line (wndb format): offset lex_filenum ss_type w_cnt words p_cnt pointers | gloss."""
+    ws = " ".join(f"{w.replace(' ', '_')} 0" for w in words)
+    ptrs = " ".join(f"{sym} {target} n 0000" for sym, target in parents)
+    return f"{offset} 05 n {len(words):02x} {ws} {len(parents):03d} {ptrs} | {gloss}\n"
+
+
+def test_wordnet_questions_have_one_right_definition_and_sibling_negatives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "wordnet_qa", Path(__file__).parents[1] / "benchmarks" / "wordnet_qa.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    wq = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "wordnet_qa", wq)  # its dataclass looks its module up
+    spec.loader.exec_module(wq)
+    fish = "00000100"
+    lines = ["  1 This software and database is being provided ... (licence header)\n"]
+    lines.append(_wordnet_line(fish, ["fish"], [], 'a cold-blooded aquatic vertebrate; "fish swim"'))
+    kinds = {
+        "00000201": ("barracuda", "elongate predatory tropical marine creature with sharp teeth"),
+        "00000202": ("pike", "long-bodied freshwater predator of northern lakes"),
+        "00000203": ("tuna", "large fast ocean swimmer caught for food"),
+        "00000204": ("cod", "bottom-dwelling food swimmer of cold northern seas"),
+        "00000205": ("bass", "one word with two senses, so never asked about"),
+        "00000206": ("bass", "the lowest part in polyphonic music, a second sense"),
+    }
+    for off, (word, gloss) in kinds.items():
+        lines.append(_wordnet_line(off, [word], [("@", fish)], gloss))
+    lines.append(
+        _wordnet_line("00000300", ["Jules Verne", "Verne"], [("@i", "00000400")], "French writer of early novels")
+    )
+    lines.append(_wordnet_line("00000400", ["writer"], [("@", wq.PERSON)], "someone who writes books"))
+    lines.append(_wordnet_line(wq.PERSON, ["person"], [], "a human being"))
+    for off, who in [("00000301", "Mark Twain"), ("00000302", "Leo Tolstoy"), ("00000303", "Homer")]:
+        lines.append(_wordnet_line(off, [who], [("@i", "00000400")], f"storyteller number {off[-1]} of a famous tale"))
+    data = tmp_path / "data.noun"
+    data.write_text("".join(lines), encoding="utf-8")
+    synsets = wq.parse_data_noun(data)
+    assert synsets[fish].definition == "a cold-blooded aquatic vertebrate"  # the quoted example is dropped
+    assert synsets["00000300"].instance
+    assert synsets["00000300"].parents == ["00000400"]
+    tagged = {"barracuda", "pike", "tuna", "cod", "bass"}
+    rows = wq.build(synsets, tagged, n=20, n_negatives=5, seed=1)
+    asked = {synsets[pos].words[0] for _, pos, _ in rows}
+    assert "bass" not in asked  # two senses: two right answers
+    assert "Jules Verne" in asked
+    for q, pos, negs in rows:
+        assert pos not in negs
+        assert all(synsets[n].definition != synsets[pos].definition for n in negs)
+        assert len(negs) == 5
+        siblings = {c for c, s in synsets.items() if set(s.parents) & set(synsets[pos].parents)} - {pos}
+        assert len(siblings & set(negs)) >= 3  # co-hyponyms first: the hard negatives
+        assert wq.name(synsets[pos]) in q
+    verne = next(q for q, pos, _ in rows if pos == "00000300")
+    assert verne.lower().startswith("who")  # a person, asked by the fullest name
+    out = tmp_path / "wn"
+    wq.write_beir(rows, synsets, out)
+    ds = load_beir(out, "train")
+    assert len(ds.queries) == len(rows)
+    for qid, cands in ds.candidates.items():
+        assert [label for _, label in cands].count(1) == 1
+        assert set(ds.qrels[qid]) == {d for d, label in cands if label == 1}
