@@ -146,15 +146,17 @@ def build(
     all_offsets = sorted(synsets)
     out = []
     for s in picked:
-        siblings = sorted({c for p in s.parents for c in children[p] if c != s.offset})
+        # never the noun itself, nor a synset with the very same definition (a false negative)
+        def wrong(x: str, s: Synset = s) -> bool:
+            return synsets[x].definition != s.definition
+
+        siblings = sorted({c for p in s.parents for c in children[p] if wrong(c)})
         negs = rng.sample(siblings, min(len(siblings), n_negatives - 2))
-        negs += [p for p in s.parents[:1] if p not in negs]
+        negs += [p for p in s.parents[:1] if p not in negs and wrong(p)]
         while len(negs) < n_negatives:
             r = rng.choice(all_offsets)
-            if r != s.offset and r not in negs:
+            if wrong(r) and r not in negs:
                 negs.append(r)
-        # a negative with the very same definition would be a false negative
-        negs = [x for x in negs if synsets[x].definition != s.definition]
         out.append((question(s, s.instance and is_person(s.offset, synsets), rng), s.offset, negs))
     return out
 
