@@ -116,10 +116,15 @@ class BiEncoderScorer(Scorer):
         pairs = check_pairs(pairs)
         if not pairs:
             return ScoredPairs([], [])
-        queries = sorted({q for q, _ in pairs})
+        # each distinct text is encoded once (queries and passages repeat across pairs)
+        texts = sorted({t for pair in pairs for t in pair})
         with self._lock:
-            q_emb = self._encoder.encode(queries, batch_size=self.batch_size, normalize_embeddings=True)
-            p_emb = self._encoder.encode([p for _, p in pairs], batch_size=self.batch_size, normalize_embeddings=True)
-        row = {q: i for i, q in enumerate(queries)}
-        scores = [float(q_emb[row[q]] @ p_emb[i]) for i, (q, _) in enumerate(pairs)]
+            emb = self._encoder.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                show_progress_bar=len(texts) > 1000,
+            )
+        row = {t: i for i, t in enumerate(texts)}
+        scores = [float(emb[row[q]] @ emb[row[p]]) for q, p in pairs]
         return ScoredPairs(check_scores(scores, len(pairs), self.name), [PairNote()] * len(pairs))

@@ -353,22 +353,14 @@ def _dev_score(model: Any, tokenizer: Any, dev: list[DevSet], max_length: int, t
     return out
 
 
-def teacher_scores(groups: list[TrainingGroup], model: str | None, batch_size: int = 64) -> list[list[float]]:
+def teacher_scores(groups: list[TrainingGroup], model: str | None) -> list[list[float]]:
     """The bi-encoder's cosine of every group's query with its positive and negatives (in group order)."""
-    from rerank_plugins.retrieval.dense import get_bi_encoder
+    from rerank_plugins.retrieval.dense import BiEncoderScorer
 
-    encoder = get_bi_encoder(model)
-    texts = sorted({t for g in groups for t in (g.query, g.positive, *g.negatives)})
-    logger.info("distillation: encoding %d distinct texts with the bi-encoder", len(texts))
-    emb = encoder.encode(
-        texts,
-        batch_size=batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=len(texts) > 1000,
-    )
-    row = {t: i for i, t in enumerate(texts)}
-    return [[float(emb[row[g.query]] @ emb[row[p]]) for p in (g.positive, *g.negatives)] for g in groups]
+    pairs = [(g.query, p) for g in groups for p in (g.positive, *g.negatives)]
+    logger.info("distillation: scoring %d pairs with the bi-encoder", len(pairs))
+    flat = iter(BiEncoderScorer(model).score(pairs))
+    return [[next(flat) for _ in range(1 + len(g.negatives))] for g in groups]
 
 
 def group_loss(logits: torch.Tensor, config: TrainConfig, teacher: torch.Tensor | None = None) -> torch.Tensor:
