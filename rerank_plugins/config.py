@@ -161,7 +161,8 @@ class RerankConfig(BaseModel):
         ge=16,
         le=8192,
         description="Token budget of one (query, passage) pair, or of one (query, window) pair with "
-        "scorer='windowed'. The query is never cut; a passage cut to fit is flagged in its metadata. "
+        "scorer='windowed'. A passage cut to fit is flagged in its metadata; a query longer than three quarters "
+        "of it loses its tail (with a warning and the rerank_query_dropped_tokens flag). "
         "256: the shipped model was trained on pairs of 192-256 tokens (model card).",
     )
     activation: Literal["auto", "sigmoid", "raw", "calibrated"] = Field(
@@ -209,20 +210,22 @@ class RerankConfig(BaseModel):
         default=128,
         ge=16,
         le=8192,
-        description="Token budget of one pair in the cascade's cheap pass (the query is never cut).",
+        description="Token budget of one pair in the cascade's cheap pass (a query keeps at most three "
+        "quarters of it).",
     )
     cascade_model: str | None = Field(
         default=None,
         description="Cross-encoder of the cascade's cheap pass. None: the reranking model itself (one copy of "
         "the weights), reading only the first cascade_max_length tokens of each pair.",
     )
-    first_stage_weight: float = Field(
-        default=0.0,
+    first_stage_weight: float | None = Field(
+        default=None,
         ge=0.0,
         le=1.0,
         description="Order by (1 - w) x min-max normalised relevance + w x first-stage rank score "
         "(1 for the first candidate down to 0 for the last); 0 orders by relevance alone. "
-        "A guard for domains where the reranker alone trails the first stage; choose w on dev data.",
+        "A guard for domains where the reranker alone trails the first stage. None: the model's own "
+        "guard (rerank_guard.json in its folder, chosen on dev data; the shipped model has one), else 0.",
     )
     dedupe_by_content: bool = Field(
         default=True,

@@ -460,11 +460,19 @@ async def _ascore(prep: _Prepared, scorer: Scorer, config: RerankConfig, pruner:
         return done.value  # type: ignore[no-any-return]
 
 
-def _finish(prep: _Prepared, scored: _Scored, config: RerankConfig, scorer_name: str) -> RerankResult:
+def guard_weight(config: RerankConfig, scorer: Scorer) -> float:
+    """The ``first_stage_weight`` in force: the configured one, or (None) the scorer's model's own guard."""
+    if config.first_stage_weight is not None:
+        return config.first_stage_weight
+    return scorer.recommended_first_stage_weight
+
+
+def _finish(prep: _Prepared, scored: _Scored, config: RerankConfig, scorer: Scorer) -> RerankResult:
+    scorer_name = scorer.name
     all_scores, notes, cascade = scored.scores, scored.notes, scored.cascade
     n = len(prep.pool)
     have = [i for i in range(n) if all_scores[i] is not None]
-    blended = _blend([all_scores[i] or 0.0 for i in have], config.first_stage_weight)
+    blended = _blend([all_scores[i] or 0.0 for i in have], guard_weight(config, scorer))
     rank_key: list[float | None] = [None] * n
     for i, b in zip(have, blended, strict=True):
         rank_key[i] = b
@@ -517,7 +525,7 @@ def rerank_candidates(
     """
     config = config or RerankConfig()
     prep = _prepare(query, candidates, config)
-    return _finish(prep, _score(prep, scorer, config, pruner), config, scorer.name)
+    return _finish(prep, _score(prep, scorer, config, pruner), config, scorer)
 
 
 async def arerank_candidates(
@@ -531,4 +539,4 @@ async def arerank_candidates(
     """Async :func:`rerank_candidates`: scoring runs off the event loop."""
     config = config or RerankConfig()
     prep = _prepare(query, candidates, config)
-    return _finish(prep, await _ascore(prep, scorer, config, pruner), config, scorer.name)
+    return _finish(prep, await _ascore(prep, scorer, config, pruner), config, scorer)

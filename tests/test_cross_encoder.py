@@ -47,10 +47,29 @@ def test_truncation_is_reported_and_never_silent(tiny_model: str) -> None:
     assert detailed.notes[1].dropped_tokens == n_query + n_passage + 3 - 32
 
 
-def test_query_is_never_cut(tiny_model: str) -> None:
-    scorer = CrossEncoderScorer(tiny_model, config=CPU, max_length=16)
-    with pytest.raises(RerankInputError, match="query is never cut"):
-        scorer.score([("what " * 20, "passage")])
+def test_a_query_too_long_for_the_budget_loses_its_tail_with_a_warning_and_a_note(
+    tiny_model: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rerank_plugins.scoring.windowed import WindowedScorer
+
+    long_query = " ".join(f"what{i}" for i in range(60))
+    short = CrossEncoderScorer(tiny_model, config=CPU, max_length=64)
+    tok = short._loaded.tokenizer
+    n_query = len(tok(long_query, add_special_tokens=False)["input_ids"])
+    keep = 64 - 3 - 16  # the passage keeps a quarter of max_length
+    pairs = [(long_query, "bread rises"), (long_query, "yeast " * 100)]
+    for scorer in (short, WindowedScorer(short)):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            detailed = scorer.score_detailed(pairs)
+        assert all(n.query_dropped_tokens == n_query - keep for n in detailed.notes)
+        assert all(n.cut for n in detailed.notes)
+        assert "was cut to its first" in caplog.text
+        # scored as the query's head: the same scores as sending the cut query yourself
+        head = tok.decode(tok(long_query, add_special_tokens=False)["input_ids"][:keep])
+        assert detailed.scores == pytest.approx(scorer.score([(head, p) for _, p in pairs]), abs=1e-5)
+    # a query that fits is never touched
+    assert short.score_detailed([("why does bread rise", "bread")]).notes[0].query_dropped_tokens == 0
 
 
 def test_bad_pairs_are_rejected(tiny_model: str) -> None:
@@ -183,3 +202,23 @@ def test_pickle_weights_are_refused_unless_allowed(tiny_model: str, tmp_path: Pa
         CrossEncoderScorer(str(legacy), config=CPU)
     scorer = CrossEncoderScorer(str(legacy), config=CPU, allow_pickle_weights=True)
     assert len(scorer.score([("q", "p")])) == 1
+
+
+def test_a_model_folder_carries_its_own_guard_and_a_broken_guard_file_fails_loudly(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    import shutil
+
+    from rerank_plugins.scoring.cache import CachedScorer
+    from rerank_plugins.scoring.windowed import WindowedScorer
+
+    assert CrossEncoderScorer(tiny_model, config=CPU).recommended_first_stage_weight == 0.0
+    folder = tmp_path / "guarded"
+    shutil.copytree(tiny_model, folder)
+    (folder / "rerank_guard.json").write_text('{"first_stage_weight": 0.4, "chosen_on": "dev"}')
+    scorer = CrossEncoderScorer(str(folder), config=CPU)
+    assert scorer.recommended_first_stage_weight == 0.4
+    assert CachedScorer(WindowedScorer(scorer)).recommended_first_stage_weight == 0.4  # wrappers pass it on
+    (folder / "rerank_guard.json").write_text('{"first_stage_weight": 1.5}')
+    with pytest.raises(ModelLoadError, match="not a valid guard file"):
+        CrossEncoderScorer(str(folder), config=CPU, batch_size=3)

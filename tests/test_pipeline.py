@@ -286,3 +286,19 @@ def test_unscored_candidates_reach_both_adapters_with_no_score(monkeypatch: pyte
     got = post.postprocess_nodes(nodes, QueryBundle("green apples"))
     assert [n.score for n in got[2:]] == [None] * 8
     assert len(got) == 10
+
+
+def test_first_stage_weight_none_uses_the_models_own_guard_and_a_number_overrides_it() -> None:
+    from rerank_plugins.pipeline import guard_weight
+
+    class Guarded(FixedScorer):
+        recommended_first_stage_weight = 1.0  # the model's guard: keep the first stage's order
+
+    scorer = Guarded([0.1, 0.9, 0.5])
+    cands = [Candidate("a", "x"), Candidate("b", "y"), Candidate("c", "z")]
+    by_default = rerank_candidates("q", cands, scorer, RerankConfig())
+    assert [r.candidate.id for r in by_default.items] == ["a", "b", "c"]  # None: the model's weight, 1.0
+    alone = rerank_candidates("q", cands, scorer, RerankConfig(first_stage_weight=0.0))
+    assert [r.candidate.id for r in alone.items] == ["b", "c", "a"]  # 0: relevance alone
+    assert guard_weight(RerankConfig(), FixedScorer([0.0])) == 0.0  # a scorer without a guard: none
+    assert guard_weight(RerankConfig(first_stage_weight=0.3), scorer) == 0.3

@@ -17,6 +17,7 @@ RETRIEVAL_RANK = "retrieval_rank"
 RETRIEVAL_SOURCES = "retrieval_sources"
 RERANK_SCORING = "rerank_scoring"
 RERANK_DROPPED_TOKENS = "rerank_dropped_tokens"
+RERANK_QUERY_DROPPED_TOKENS = "rerank_query_dropped_tokens"
 RERANK_WINDOWS = "rerank_windows"
 RERANK_RANK_SCORE = "rerank_rank_score"
 RERANK_CASCADE_SCORE = "rerank_cascade_score"
@@ -28,6 +29,7 @@ ADDED_KEYS = (
     RETRIEVAL_SOURCES,
     RERANK_SCORING,
     RERANK_DROPPED_TOKENS,
+    RERANK_QUERY_DROPPED_TOKENS,
     RERANK_WINDOWS,
     RERANK_CASCADE_SCORE,
     RERANK_RANK_SCORE,
@@ -115,6 +117,8 @@ def added_metadata(r: RankedCandidate) -> dict[str, Any]:
     }
     if r.note.cut:
         out[RERANK_DROPPED_TOKENS] = r.note.dropped_tokens
+    if r.note.query_dropped_tokens:
+        out[RERANK_QUERY_DROPPED_TOKENS] = r.note.query_dropped_tokens  # the query's tail was cut to fit
     if r.note.how == "windowed":
         out[RERANK_WINDOWS] = r.note.windows
     if r.cascade_score is not None:

@@ -143,7 +143,7 @@ def run_evaluation(
     metrics: Sequence[str] | None = None,
     limit: int | None = None,
     dense_model: str | None = None,
-    first_stage_weight: float = 0.0,
+    first_stage_weight: float | None = 0.0,
     progress: bool | None = None,
     cascades: Mapping[str, RerankConfig] | None = None,
 ) -> EvalReport:

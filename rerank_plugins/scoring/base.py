@@ -35,16 +35,20 @@ class PairNote:
             cheap pass by ``cascade_keep``); the last two are never set by a scorer.
         dropped_tokens: Passage tokens cut off to fit (``"truncated"``, or ``"windowed"`` past its window limit).
         windows: Number of windows scored (``"windowed"`` only, else 1).
+        query_dropped_tokens: Tokens cut from the end of a query too long to leave the passage a fair
+            share of max_length (see :func:`rerank_plugins.scoring.cross_encoder.fit_query`).
     """
 
     how: Literal["whole", "truncated", "windowed", "unscored", "pruned"] = "whole"
     dropped_tokens: int = 0
     windows: int = 1
+    query_dropped_tokens: int = 0
 
     @property
     def cut(self) -> bool:
-        """True when part of the passage was not read (truncated, or past a windowed scorer's window limit)."""
-        return self.how == "truncated" or self.dropped_tokens > 0
+        """True when part of the pair was not read (passage truncated or past a windowed scorer's window
+        limit, or the query's tail cut)."""
+        return self.how == "truncated" or self.dropped_tokens > 0 or self.query_dropped_tokens > 0
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ class Scorer(ABC):
 
     #: A human-readable name (model id or path for model-backed scorers).
     name: str = "scorer"
+    #: The ``first_stage_weight`` this scorer's model recommends (``first_stage_weight=None`` uses it).
+    recommended_first_stage_weight: float = 0.0
 
     @abstractmethod
     def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:

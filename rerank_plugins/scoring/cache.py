@@ -64,6 +64,7 @@ class CachedScorer(Scorer):
     ) -> None:
         self.inner = inner
         self.name = inner.name
+        self.recommended_first_stage_weight = inner.recommended_first_stage_weight
         self.max_entries = max_entries
         if fingerprint is None:
             fingerprint = getattr(inner, "fingerprint", None)
@@ -118,6 +119,8 @@ class CachedScorer(Scorer):
         return found
 
     def _db_put(self, items: list[tuple[tuple[str, str, str], tuple[float, PairNote]]]) -> None:
+        # a note with a cut query is not stored on disk (the table has no column for it); memory keeps it
+        items = [item for item in items if not item[1][1].query_dropped_tokens]
         if self._db is None or not items:
             return
         try:

@@ -5,7 +5,8 @@ and shared: :func:`get_scorer` hands every adapter the same object for the same
 settings, and scorers with different batch sizes or lengths still share one copy
 of the weights.
 
-Pairs are tokenized with ``truncation="only_second"``, so the query is never cut;
+Pairs are tokenized with ``truncation="only_second"``; a query is cut only when it would take more
+than three quarters of ``max_length`` (:func:`fit_query`, with a warning and a note);
 a passage that does not fit is cut and reported in its :class:`PairNote`.
 Batches are formed over length-sorted pairs and scores are restored to input
 order. A lock serialises tokenizer and forward calls, because Hugging Face fast
@@ -14,6 +15,7 @@ tokenizers are not thread-safe ("Already borrowed").
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -33,6 +35,9 @@ __all__ = [
     "get_scorer",
     "resolve_backend",
     "resolve_device",
+    "GUARD_FILE",
+    "fit_query",
+    "load_guard",
     "resolve_model",
     "token_budget_batches",
 ]
@@ -284,6 +289,7 @@ class CrossEncoderScorer(Scorer):
         self._loaded = _shared_model(self.config)
         self.name = self._loaded.name
         self.calibration = self._resolve_calibration()
+        self.recommended_first_stage_weight = load_guard(Path(self.name))
 
     def _resolve_calibration(self) -> Calibration | None:
         activation = self.config.activation
@@ -354,8 +360,12 @@ class CrossEncoderScorer(Scorer):
             return ScoredPairs([], [])
         lm = self._loaded
         budget = self.config.max_length
+        original_pairs = pairs
         with lm.lock:
             tok = lm.tokenizer
+            fitted = {q: fit_query(tok, q, budget, lm.special_tokens) for q in {q for q, _ in pairs}}
+            if any(cut for _, cut in fitted.values()):
+                pairs = [(fitted[q][0], p) for q, p in pairs]
             queries = sorted({q for q, _ in pairs})
             q_len = dict(
                 zip(
@@ -366,14 +376,14 @@ class CrossEncoderScorer(Scorer):
             )
             p_len = [len(x) for x in tok([p for _, p in pairs], add_special_tokens=False, verbose=False)["input_ids"]]
             notes: list[PairNote] = []
-            for (q, _), lp in zip(pairs, p_len, strict=True):
+            for (q, _), (original, _), lp in zip(pairs, original_pairs, p_len, strict=True):
                 room = budget - lm.special_tokens - q_len[q]
-                if room < _MIN_PASSAGE_TOKENS:
-                    raise RerankInputError(
-                        f"The query is {q_len[q]} tokens long, which leaves {max(room, 0)} of max_length={budget} "
-                        "tokens for the passage. Shorten the query or raise max_length (the query is never cut)."
-                    )
-                notes.append(PairNote("truncated", lp - room) if lp > room else PairNote())
+                q_cut = fitted[original][1]
+                notes.append(
+                    PairNote("truncated", lp - room, query_dropped_tokens=q_cut)
+                    if lp > room
+                    else PairNote(query_dropped_tokens=q_cut)
+                )
             # Longest first, so the first batch shows the peak memory at once.
             lengths = [min(budget, q_len[q] + lp + lm.special_tokens) for (q, _), lp in zip(pairs, p_len, strict=True)]
             scores: list[float] = [0.0] * len(pairs)
@@ -391,6 +401,57 @@ class CrossEncoderScorer(Scorer):
                     for i, s in zip(idx, self._logits_to_scores(lm.logits(enc)), strict=True):
                         scores[i] = s
         return ScoredPairs(check_scores(scores, len(pairs), self.name), notes)
+
+
+#: A model folder's own ordering guard: ``{"first_stage_weight": w, "chosen_on": "..."}``.
+GUARD_FILE = "rerank_guard.json"
+
+
+def load_guard(directory: Path) -> float:
+    """The ``first_stage_weight`` a model folder recommends (its ``rerank_guard.json``), else 0.
+
+    Raises:
+        ModelLoadError: when the file exists but does not hold a weight in [0, 1].
+    """
+    path = directory / GUARD_FILE
+    if not path.is_file():
+        return 0.0
+    try:
+        weight = json.loads(path.read_text(encoding="utf-8"))["first_stage_weight"]
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
+            raise ValueError(f"first_stage_weight={weight!r} is not a number in [0, 1]")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{path} is not a valid guard file ({exc}); fix or delete it") from exc
+    return float(weight)
+
+
+def fit_query(tokenizer: Any, query: str, budget: int, special_tokens: int) -> tuple[str, int]:
+    """``query`` as it is scored under ``budget`` tokens per pair, and how many of its tokens were cut.
+
+    A query may take at most three quarters of the budget (less the special tokens), so that the passage
+    always keeps a quarter (at least 8 tokens); a longer query loses its tail at a token boundary, with
+    a warning. Descriptive information needs, chat context and HyDE texts reach such lengths.
+    """
+    room = max(_MIN_PASSAGE_TOKENS, budget // 4)
+    keep = budget - special_tokens - room
+    if keep < 1:
+        raise RerankInputError(
+            f"max_length={budget} leaves no room for a query next to a passage; raise max_length (at least 32)"
+        )
+    enc = tokenizer(query, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    n = len(enc["input_ids"])
+    if n <= keep:
+        return query, 0
+    cut_at = enc["offset_mapping"][keep - 1][1]
+    logger.warning(
+        "a query of %d tokens was cut to its first %d so that passages keep %d of max_length=%d tokens "
+        "(raise max_length to read more of it)",
+        n,
+        keep,
+        room,
+        budget,
+    )
+    return query[:cut_at], n - keep
 
 
 def token_budget_batches(lengths: Sequence[int], max_pairs: int, max_tokens: int | None) -> list[list[int]]:

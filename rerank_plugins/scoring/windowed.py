@@ -20,9 +20,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 from rerank_plugins.config import RerankConfig
-from rerank_plugins.errors import RerankInputError
 from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs
-from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, fit_query
 
 __all__ = ["WindowedScorer", "aggregate", "split_windows"]
 
@@ -91,6 +90,7 @@ class WindowedScorer(Scorer):
             raise ValueError(f"limit={limit} must be at least 1 window (or None for no limit)")
         self.inner = inner
         self.name = inner.name
+        self.recommended_first_stage_weight = inner.recommended_first_stage_weight
         self.window = window
         self.stride = stride
         self.how = how
@@ -125,32 +125,27 @@ class WindowedScorer(Scorer):
         budget = self.inner.config.max_length
         with lm.lock:
             tok = lm.tokenizer
-            q_len = {
-                q: len(tok(q, add_special_tokens=False, verbose=False)["input_ids"]) for q in {q for q, _ in pairs}
-            }
+            fitted = {q: fit_query(tok, q, budget, lm.special_tokens) for q in {q for q, _ in pairs}}
+            q_len = {q: len(tok(fitted[q][0], add_special_tokens=False, verbose=False)["input_ids"]) for q in fitted}
             enc = tok([p for _, p in pairs], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         expanded: list[tuple[str, str]] = []
         owners: list[int] = []
         notes: list[PairNote] = []
         for i, ((q, passage), offsets) in enumerate(zip(pairs, enc["offset_mapping"], strict=True)):
             room = budget - lm.special_tokens - q_len[q]
-            if room < 8:
-                raise RerankInputError(
-                    f"The query is {q_len[q]} tokens long, which leaves {max(room, 0)} of max_length={budget} "
-                    "tokens for the passage. Shorten the query or raise max_length (the query is never cut)."
-                )
+            q_text, q_cut = fitted[q]
             window = min(self.window or room, room)
             stride = self.stride or max(1, window // 2)
             spans = split_windows(len(offsets), window, min(stride, window))[: self.limit]
             for start, end in spans:
                 text = passage[offsets[start][0] : offsets[end - 1][1]] if end > start else passage
-                expanded.append((q, text))
+                expanded.append((q_text, text))
                 owners.append(i)
             dropped = len(offsets) - spans[-1][1]  # past the window limit
             if len(spans) > 1:
-                notes.append(PairNote("windowed", dropped, len(spans)))
+                notes.append(PairNote("windowed", dropped, len(spans), q_cut))
             else:  # one window: read whole, or cut by a limit of one window
-                notes.append(PairNote("truncated" if dropped else "whole", dropped))
+                notes.append(PairNote("truncated" if dropped else "whole", dropped, query_dropped_tokens=q_cut))
         inner = self.inner.score_detailed(expanded)
         per_pair: list[list[float]] = [[] for _ in pairs]
         for owner, s in zip(owners, inner.scores, strict=True):
