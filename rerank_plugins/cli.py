@@ -168,7 +168,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- calibrate
-def _labelled_pairs(paths: Sequence[str], split: str) -> tuple[list[tuple[str, str]], list[int], str]:
+def _labelled_pairs(
+    paths: Sequence[str], split: str, queries: int | None = None
+) -> tuple[list[tuple[str, str]], list[int], str]:
+    """Every labelled (query, candidate) pair of ``split``; with ``queries``, those of at most that many
+    questions per dataset (a seeded sample, the same on every run)."""
+    import random
     from pathlib import Path
 
     from rerank_plugins.evaluation.datasets import load_beir
@@ -180,11 +185,15 @@ def _labelled_pairs(paths: Sequence[str], split: str) -> tuple[list[tuple[str, s
         ds = load_beir(Path(path), split)
         if not ds.candidates:
             raise RerankPluginsError(f"{path} has no candidates/{split}.tsv with labelled pairs to calibrate on")
-        for qid, cands in ds.candidates.items():
-            for doc, label in cands:
+        qids = list(ds.candidates)
+        if queries is not None and queries < len(qids):
+            kept = set(random.Random(f"13 {ds.name} {split}").sample(sorted(qids), queries))
+            qids = [q for q in qids if q in kept]
+        for qid in qids:
+            for doc, label in ds.candidates[qid]:
                 pairs.append((ds.queries[qid], ds.doc_text(doc)))
                 labels.append(label)
-        names.append(f"{ds.name}/{split}")
+        names.append(f"{ds.name}/{split}" + (f" ({len(qids)} questions)" if queries is not None else ""))
     return pairs, labels, " + ".join(names)
 
 
@@ -213,7 +222,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         raise RerankPluginsError(
             f"cannot store the calibration: the model {target} is not a local folder; pass --output DIR"
         )
-    pairs, labels, fitted_on = _labelled_pairs(args.data, args.split)
+    pairs, labels, fitted_on = _labelled_pairs(args.data, args.split, args.queries)
     logits = scorer.score(pairs)
     calibration = fit_calibration(logits, labels, method=args.method, fitted_on=fitted_on)
     path = calibration.save(target)
@@ -479,7 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="settings files (.toml/.yaml/.json), each a scorer variant compared on the same candidates",
     )
     ev.add_argument(
-        "--first-stage-weight", type=float, default=0.0, help="blend relevance with first-stage rank (0..1, default 0)"
+        "--first-stage-weight",
+        type=float,
+        default=0.0,
+        help="blend relevance with first-stage rank (0..1, default 0: relevance alone, the model's guard off)",
     )
     ev.add_argument("--output", help="write the report as JSON here")
     ev.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -501,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--data", nargs="+", required=True, help="BEIR-layout folders with candidates/<split>.tsv")
     ca.add_argument("--split", default="dev", help="split to fit on (default dev; never a test split)")
     ca.add_argument("--method", choices=["platt", "temperature"], default="platt", help="default platt")
+    ca.add_argument("--queries", type=int, help="at most this many questions per --data folder (seeded sample)")
     ca.add_argument("--output", help="directory to store rerank_calibration.json (default: the model directory)")
     ca.add_argument("--eval-data", nargs="+", help="held-apart labelled folders to report calibration on")
     ca.add_argument("--eval-split", default="test", help="split of --eval-data (default test)")

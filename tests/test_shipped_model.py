@@ -36,3 +36,60 @@ def test_shipped_model_is_the_default_and_ranks_a_relevant_passage_first() -> No
     s_relevant, s_unrelated, s_near = scorer.score([(query, relevant), (query, unrelated), (query, near_miss)])
     assert s_relevant > s_near > s_unrelated
     assert s_relevant > 0.5 > s_unrelated  # calibrated: a 0.5 threshold separates these two
+
+
+@pytest.mark.slow
+def test_plain_transformers_and_sentence_transformers_load_the_shipped_model_in_float32() -> None:
+    """LangChain's and LlamaIndex's own rerankers load a model through sentence-transformers: a CPU
+    user of the shipped folder must get float32 (fp16 on a CPU is about ten times slower)."""
+    import torch
+    import transformers
+    from sentence_transformers import CrossEncoder
+
+    path = default_model_path()
+    plain = transformers.AutoModelForSequenceClassification.from_pretrained(path)
+    assert next(plain.parameters()).dtype == torch.float32
+    st = CrossEncoder(str(path), device="cpu")
+    assert next(st.model.parameters()).dtype == torch.float32
+    query = "What disease is caused by a lack of vitamin C?"
+    scores = st.predict([(query, "Scurvy is caused by a lack of vitamin C."), (query, "Saturn has rings.")])
+    assert scores[0] > scores[1]
+
+
+@pytest.mark.slow
+def test_shipped_calibration_maps_logits_into_0_1_monotonically() -> None:
+    import itertools
+    import math
+
+    calibration = load_calibration(default_model_path())
+    assert calibration is not None
+    assert calibration.a > 0  # a higher logit never means a lower probability
+    xs = [-20.0 + i * 0.5 for i in range(81)]
+    ps = [calibration.apply(x) for x in xs]
+    assert all(0.0 <= p <= 1.0 for p in ps)
+    assert all(b >= a for a, b in itertools.pairwise(ps))
+    assert ps[0] < 0.05
+    assert ps[-1] > 0.95
+    assert not any(math.isnan(p) for p in ps)
+
+
+@pytest.mark.slow
+def test_a_query_longer_than_the_budget_is_reranked_by_the_default_pipeline() -> None:
+    """A descriptive information need (about 300 tokens) through the default windowed pipeline: no error,
+    the passage that answers it first, and the cut flagged in the metadata."""
+    from langchain_core.documents import Document
+
+    from rerank_plugins import RerankCompressor
+
+    need = (
+        "I am looking for studies of how yeast makes bread dough rise, in particular which gas is released "
+        "by fermentation, how temperature changes the rate, and how long proofing should last. "
+    )
+    query = need * 8
+    docs = [
+        Document("Saturn has the most extensive ring system of any planet.", id="a"),
+        Document("Yeast ferments sugars in dough and releases carbon dioxide, which makes bread rise.", id="b"),
+    ]
+    out = RerankCompressor(top_n=2).compress_documents(docs, query)
+    assert [d.id for d in out] == ["b", "a"]
+    assert all(d.metadata["rerank_query_dropped_tokens"] > 0 for d in out)

@@ -183,6 +183,33 @@ def test_export_writes_half_precision_safetensors_that_score_like_the_original(t
     assert exported.score(pairs) == pytest.approx(original, abs=1e-2)
 
 
+def test_export_says_float32_to_plain_loaders_and_carries_the_calibration(tiny_model: str, tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+    import transformers
+    from safetensors import safe_open
+
+    from rerank_plugins.training.export import export_checkpoint
+
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(tiny_model, checkpoint)
+    (checkpoint / "rerank_calibration.json").write_text('{"a": 2.0, "b": -1.0, "method": "platt"}')
+    out = export_checkpoint(checkpoint, tmp_path / "shipped")
+    assert (out / "rerank_calibration.json").read_text() == (checkpoint / "rerank_calibration.json").read_text()
+    with safe_open(str(out / "model.safetensors"), "pt") as fh:  # half precision on disk
+        assert {fh.get_tensor(k).dtype for k in fh.keys()}  # noqa: SIM118 == {torch.float16}
+    plain = transformers.AutoModelForSequenceClassification.from_pretrained(out)  # as LangChain/LlamaIndex load it
+    assert next(plain.parameters()).dtype == torch.float32
+    # a folder holding files export did not write is refused, and nothing in it is deleted
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="nothing was deleted"):
+        export_checkpoint(checkpoint, mine)
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
 def test_harness_reports_first_stages_and_reranked_rows(tmp_path: Path) -> None:
     pytest.importorskip("bm25s")
     from rerank_plugins.evaluation.harness import format_table, run_evaluation
@@ -505,3 +532,95 @@ def test_wordnet_questions_have_one_right_definition_and_sibling_negatives(
     for qid, cands in ds.candidates.items():
         assert [label for _, label in cands].count(1) == 1
         assert set(ds.qrels[qid]) == {d for d, label in cands if label == 1}
+
+
+def _toy_answer_selection(root: Path) -> Path:
+    """A squad-/nq-style folder: candidate lists (sentences of one paragraph) and a corpus beyond them,
+    with one train question whose id is on the overlap list."""
+    root.mkdir()
+    docs = {
+        "s1": "Yeast releases carbon dioxide, which makes dough rise.",
+        "s2": "Bread is baked in an oven.",
+        "s3": "Flour is milled from wheat.",
+        "s4": "Venus is the hottest planet in the solar system.",
+        "s5": "Mercury is closest to the sun.",
+        "s6": "Mars is red because of iron oxide.",
+        "x1": "Dough rises slowly in a cold kitchen.",
+        "x2": "The hottest planet has a thick atmosphere.",
+        "x3": "Caffeine is found in coffee and tea.",
+    }
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in docs.items())
+    )
+    queries = {
+        "q1": "what makes dough rise",
+        "q2": "which planet is the hottest",
+        "sq-train-142-028-03": "When was Pearl Harbor bombed?",
+    }
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in queries.items()))
+    (root / "qrels").mkdir()
+    (root / "candidates").mkdir()
+    lists = {
+        "q1": [("s1", 1), ("s2", 0), ("s3", 0)],
+        "q2": [("s4", 1), ("s5", 0), ("s6", 0)],
+        "sq-train-142-028-03": [("s2", 1), ("s3", 0)],
+    }
+    rows = [f"{q}\t{d}\t{label}" for q, c in lists.items() for d, label in c]
+    (root / "candidates" / "train.tsv").write_text("query-id\tcorpus-id\tlabel\n" + "\n".join(rows) + "\n")
+    qrels = [f"{q}\t{d}\t1" for q, c in lists.items() for d, label in c if label]
+    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(qrels) + "\n")
+    return root
+
+
+def test_overlap_ids_never_train_and_candidate_lists_get_corpus_negatives(tmp_path: Path) -> None:
+    pytest.importorskip("bm25s")
+    from rerank_plugins.training.trainer import OVERLAP_QUERY_IDS, build_groups
+
+    root = _toy_answer_selection(tmp_path / "toy")
+    assert "sq-train-142-028-03" in OVERLAP_QUERY_IDS
+    cfg = _toy_config(root, tmp_path / "out", corpus_negatives=True, n_hard_negatives=2, n_random_negatives=1)
+    groups, summary, _ = build_groups(cfg)
+    assert "When was Pearl Harbor bombed?" not in {g.query for g in groups}  # on WikiQA test: never trained
+    assert summary["toy"]["queries used"] == 2
+    in_list = {"Bread is baked in an oven.", "Flour is milled from wheat.", "Mercury is closest to the sun."}
+    in_list |= {"Mars is red because of iron oxide."}
+    by_query = {g.query: g for g in groups}
+    for g in groups:
+        assert len(g.negatives) == 3
+        assert g.positive not in g.negatives
+        assert len(set(g.negatives) - in_list) >= 1  # BM25 found negatives beyond the candidate list
+    assert "Dough rises slowly in a cold kitchen." in by_query["what makes dough rise"].negatives
+    # without corpus negatives only the list is used, and a cap draws a sample of the questions
+    capped = _toy_config(root, tmp_path / "out2", train_queries={"toy": 1}, exclude_queries=["q2"])
+    groups, summary, _ = build_groups(capped)
+    assert summary["toy"]["queries used"] == 1
+    assert {g.query for g in groups} == {"what makes dough rise"}
+    assert set(groups[0].negatives) <= in_list | {g.positive for g in groups} - {groups[0].positive}
+
+
+def test_one_step_on_the_new_layout_scores_a_collection_without_lists_as_dev(tiny_model: str, tmp_path: Path) -> None:
+    pytest.importorskip("bm25s")
+    from rerank_plugins.training.trainer import train_cross_encoder
+
+    train = _toy_answer_selection(tmp_path / "squadlike")
+    collection = _toy_beir(tmp_path / "cranlike")  # qrels only (no dev candidate lists used): BM25 top-30
+    (collection / "candidates" / "dev.tsv").unlink()
+    cfg = _toy_config(
+        train,
+        tmp_path / "out",
+        tiny_model,
+        corpus_negatives=True,
+        dev_datasets=[collection],
+        dev_queries={"cranlike": 1},
+        max_steps=1,
+        warmup_steps=0,
+    )
+    train_cross_encoder(cfg)
+    history = [json.loads(x) for x in (tmp_path / "out" / "history.jsonl").read_text().splitlines()]
+    assert history[0]["step"] == 1
+    assert 0.0 <= history[0]["cranlike/dev ndcg@10"] <= 1.0
+    # a test split, or the train split of a trained set, is never dev data
+    with pytest.raises(ValueError, match="test split is never a dev set"):
+        train_cross_encoder(cfg.model_copy(update={"dev_splits": {"cranlike": "test"}}))
+    with pytest.raises(ValueError, match="cannot also be dev data"):
+        train_cross_encoder(cfg.model_copy(update={"dev_datasets": [train], "dev_splits": {"squadlike": "train"}}))

@@ -51,9 +51,20 @@ if TYPE_CHECKING:
     from rerank_plugins.retrieval.bm25 import BM25Index
     from rerank_plugins.retrieval.dense import DenseIndex
 
-__all__ = ["TrainConfig", "build_groups", "group_loss", "train_cross_encoder"]
+__all__ = ["OVERLAP_QUERY_IDS", "TrainConfig", "build_groups", "group_loss", "train_cross_encoder"]
 
 logger = logging.getLogger(__name__)
+
+# Train questions that also occur in WikiQA or TrecQA dev/test (listed in the PROVENANCE.md files of
+# ../shared/data/squad-*): never trained on, whatever the settings say.
+OVERLAP_QUERY_IDS = frozenset(
+    {
+        "sq-train-142-028-03",  # = WikiQA test Q2536
+        "sq-train-378-003-03",  # = WikiQA test Q1478
+        "sq-train-408-002-00",  # = WikiQA dev Q1550
+        "5730035e04bcaa1900d77003",  # SQuAD dev = TrecQA test-61.1
+    }
+)
 
 
 class TrainConfig(BaseModel):
@@ -113,6 +124,31 @@ class TrainConfig(BaseModel):
     distill_model: str | None = Field(
         default=None, description="Bi-encoder teacher of the distillation term (default: all-MiniLM-L6-v2)."
     )
+    train_queries: dict[str, int] = Field(
+        default_factory=dict,
+        description="Most train queries drawn (seeded) from a dataset, by folder name; datasets not named use "
+        "all of theirs. This is how the mix of a run over large sets is chosen.",
+    )
+    corpus_negatives: bool = Field(
+        default=False,
+        description="Datasets with candidate lists also get hard negatives from their whole corpus "
+        "(n_hard_negatives from BM25, n_dense_negatives from the bi-encoder); their in-list negatives take "
+        "the place of the random ones.",
+    )
+    exclude_queries: list[str] = Field(
+        default_factory=list,
+        description="Query ids never trained on, beside OVERLAP_QUERY_IDS (always left out).",
+    )
+    dev_splits: dict[str, str] = Field(
+        default_factory=dict,
+        description="Split read as dev data, by folder name (default 'dev'). A dataset without candidate "
+        "lists (cranfield, scifact) is scored as BM25 top-30 reranked, nDCG@10. Never 'test', and never the "
+        "train split of a dataset trained on.",
+    )
+    dev_queries: dict[str, int] = Field(
+        default_factory=dict,
+        description="Most queries (seeded sample) of a dev set, by folder name; sets not named use all.",
+    )
     max_length: int = Field(default=192, gt=8, description="Token budget of a (query, passage) pair.")
     groups_per_step: int = Field(default=2, gt=0, description="Groups per optimizer step.")
     lr: float = Field(default=5e-5, gt=0, description="Encoder learning rate.")
@@ -145,15 +181,30 @@ def _mine_queries(
     rng: random.Random,
     queries: list[tuple[str, set[str], Callable[[str], str]]],
     source: str,
+    in_list: list[list[str]] | None = None,
 ) -> list[TrainingGroup]:
-    """Groups for (query, positive ids, text of a doc id) triples, negatives from BM25 and dense hits."""
+    """Groups for (query, positive ids, text of a doc id) triples, negatives from BM25 and dense hits.
+
+    ``in_list`` (one list of negative texts per query, from its candidate list) takes the place of the
+    random corpus negatives. A hit whose text equals a positive's (a duplicate under another id) is
+    never a negative.
+    """
     texts = [q for q, _, _ in queries]
     all_hits = index.search_many(texts, k=config.mining_depth)
     dense_hits: list[list[tuple[int, float]]] = [[] for _ in queries]
     if dense_index is not None:
         dense_hits = dense_index.search_many(texts, k=config.mining_depth)
     out: list[TrainingGroup] = []
-    for (query, positives, text_of), hits, dhits in zip(queries, all_hits, dense_hits, strict=True):
+    for n, ((query, positives, text_of), raw_hits, raw_dense) in enumerate(
+        zip(queries, all_hits, dense_hits, strict=True)
+    ):
+        positive_texts = {text_of(p) for p in positives}
+
+        def usable(ranked: list[tuple[int, float]]) -> list[tuple[str, float]]:
+            ids = [(corpus_ids[i], s) for i, s in ranked]
+            return [(d, s) for d, s in ids if d in positives or text_of(d) not in positive_texts]  # noqa: B023
+
+        hits, dhits = usable(raw_hits), usable(raw_dense)
         mine = functools.partial(
             mine_from_retriever,
             query,
@@ -166,12 +217,20 @@ def _mine_queries(
         )
         dense_mined: dict[str, tuple[str, ...]] = {}
         if dense_index is not None:
-            for g in mine([(corpus_ids[i], s) for i, s in dhits], n_negatives=config.n_dense_negatives):
+            for g in mine(dhits, n_negatives=config.n_dense_negatives):
                 dense_mined[g.positive] = g.negatives
-        for g in mine([(corpus_ids[i], s) for i, s in hits], n_negatives=config.n_hard_negatives):
-            extra = _random_negatives(corpus_ids, positives, config.n_random_negatives, rng)
+        mined = mine(hits, n_negatives=config.n_hard_negatives)
+        if not mined and in_list is not None:  # no usable hit: the in-list negatives alone
+            mined = [TrainingGroup(query, text_of(p), (), source) for p in sorted(positives)]
+        for g in mined:
             dense_negs = tuple(t for t in dense_mined.get(g.positive, ()) if t not in g.negatives)
-            negatives = g.negatives + dense_negs + tuple(ds.doc_text(d) for d in extra)
+            if in_list is None:
+                randoms = _random_negatives(corpus_ids, positives, config.n_random_negatives, rng)
+                extra = tuple(ds.doc_text(d) for d in randoms)
+            else:
+                pool = [t for t in in_list[n] if t not in g.negatives and t not in dense_negs]
+                extra = tuple(rng.sample(pool, min(config.n_random_negatives, len(pool))))
+            negatives = g.negatives + dense_negs + extra
             out.append(TrainingGroup(g.query, g.positive, negatives, g.source))
     return out
 
@@ -202,6 +261,26 @@ def _pseudo_queries(
     return out
 
 
+def _train_qids(ds: BeirDataset, config: TrainConfig, excluded: set[str] | frozenset[str]) -> list[str]:
+    """The train queries of ``ds`` to mine, in file order: labelled ones (candidate lists or qrels),
+    less the excluded ids, sampled down to ``config.train_queries[ds.name]`` when set."""
+    labelled = ds.candidates if ds.candidates else ds.qrels
+    qids = [q for q in labelled if q in ds.queries and q not in excluded]
+    cap = config.train_queries.get(ds.name)
+    if cap is not None and cap < len(qids):
+        kept = set(random.Random(f"{config.seed} {ds.name} queries").sample(sorted(qids), cap))
+        qids = [q for q in qids if q in kept]
+    return qids
+
+
+def _dense_index(config: TrainConfig, ds: BeirDataset, corpus_ids: list[str]) -> DenseIndex | None:
+    if not config.n_dense_negatives:
+        return None
+    from rerank_plugins.retrieval.dense import DenseIndex
+
+    return DenseIndex([ds.doc_text(d) for d in corpus_ids], model=config.dense_model)
+
+
 def _random_negatives(corpus_ids: list[str], exclude: set[str], n: int, rng: random.Random) -> list[str]:
     out: list[str] = []
     while len(out) < n and len(corpus_ids) > len(exclude):
@@ -223,18 +302,37 @@ def build_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, An
     summary: dict[str, Any] = {}
     holdouts: list[DevSet] = []
     n_neg = config.n_hard_negatives + config.n_dense_negatives + config.n_random_negatives
+    excluded = OVERLAP_QUERY_IDS | set(config.exclude_queries)
     for path in config.train_datasets:
         ds = load_beir(path, "train")
         corpus_ids = list(ds.corpus)
         before = len(groups)
         pseudo: list[TrainingGroup] = []
-        if ds.candidates:
-            for qid, cands in ds.candidates.items():
-                texts = [(ds.doc_text(d), label) for d, label in cands]
+        qids = _train_qids(ds, config, excluded)
+        if ds.candidates and config.corpus_negatives:
+            index = BM25Index([ds.doc_text(d) for d in corpus_ids])
+            dense_index = _dense_index(config, ds, corpus_ids)
+            lists = [ds.candidates[q] for q in qids]
+            groups += _mine_queries(
+                config,
+                ds,
+                corpus_ids,
+                index,
+                dense_index,
+                rng,
+                [
+                    (ds.queries[q], {d for d, label in c if label > 0}, ds.doc_text)
+                    for q, c in zip(qids, lists, strict=True)
+                ],
+                ds.name,
+                in_list=[[ds.doc_text(d) for d, label in c if label <= 0] for c in lists],
+            )
+        elif ds.candidates:
+            for qid in qids:
+                texts = [(ds.doc_text(d), label) for d, label in ds.candidates[qid]]
                 groups += mine_from_candidates(ds.queries[qid], texts, n_negatives=n_neg, rng=rng, source=ds.name)
         else:
             index = BM25Index([ds.doc_text(d) for d in corpus_ids])
-            qids = [q for q in ds.qrels if q in ds.queries]
             held: list[str] = []
             if config.holdout_queries:
                 shuffled = sorted(qids)
@@ -254,12 +352,7 @@ def build_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, An
                         {q: ds.qrels[q] for q in held},
                     )
                 )
-            dense_index = None
-            if config.n_dense_negatives:
-                from rerank_plugins.retrieval.dense import DenseIndex
-
-                dense_index = DenseIndex([ds.doc_text(d) for d in corpus_ids], model=config.dense_model)
-
+            dense_index = _dense_index(config, ds, corpus_ids)
             groups += _mine_queries(
                 config,
                 ds,
@@ -284,7 +377,12 @@ def build_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, An
                     "groups": len(pseudo),
                 }
             summary[f"{ds.name}-holdout"] = {"split": "train (held out as dev)", "queries": len(held)}
-        summary[ds.name] = {"split": "train", "queries": len(ds.queries), "groups": len(groups) - before}
+        summary[ds.name] = {
+            "split": "train",
+            "queries": len(ds.queries),
+            "queries used": len(qids),
+            "groups": len(groups) - before,
+        }
         groups += pseudo
     # Groups must all have the same size for the listwise loss: pad short ones with
     # random negatives from the same dataset's groups (never the group's own positive).
@@ -317,13 +415,37 @@ def _batches(groups: list[TrainingGroup], per_step: int, rng: random.Random) -> 
     return batches
 
 
-def _dev_sets(paths: list[Path]) -> list[DevSet]:
+def _dev_sets(config: TrainConfig) -> list[DevSet]:
+    """The dev sets named in ``config``: candidate lists scored by MAP, other datasets as BM25 top-30
+    reranked, nDCG@10; each sampled down to ``dev_queries`` (seeded)."""
+    trained = {Path(p).resolve() for p in config.train_datasets}
     out = []
-    for path in paths:
-        ds = load_beir(path, "dev")
-        cands = {q: [(d, ds.doc_text(d)) for d, _ in c] for q, c in ds.candidates.items()}
-        qrels = {q: dict(c) for q, c in ds.candidates.items()}
-        out.append(DevSet(f"{ds.name}/dev", "map", {q: ds.queries[q] for q in cands}, cands, qrels))
+    for path in config.dev_datasets:
+        split = config.dev_splits.get(Path(path).name, "dev")
+        if split == "test":
+            raise ValueError(f"{path}: a test split is never a dev set; name a dev (or untrained train) split")
+        if split == "train" and Path(path).resolve() in trained:
+            raise ValueError(f"{path}: its train split is trained on, so it cannot also be dev data")
+        ds = load_beir(path, split)
+        qids = list(ds.candidates) if ds.candidates else [q for q in ds.qrels if q in ds.queries]
+        cap = config.dev_queries.get(ds.name)
+        if cap is not None and cap < len(qids):
+            kept = set(random.Random(f"{config.seed} {ds.name} dev").sample(sorted(qids), cap))
+            qids = [q for q in qids if q in kept]
+        name = f"{ds.name}/{split}"
+        if ds.candidates:
+            cands = {q: [(d, ds.doc_text(d)) for d, _ in ds.candidates[q]] for q in qids}
+            qrels = {q: dict(ds.candidates[q]) for q in qids}
+            out.append(DevSet(name, "map", {q: ds.queries[q] for q in qids}, cands, qrels))
+            continue
+        from rerank_plugins.retrieval.bm25 import BM25Index
+
+        corpus_ids = list(ds.corpus)
+        hits = BM25Index([ds.doc_text(d) for d in corpus_ids]).search_many([ds.queries[q] for q in qids], k=30)
+        cands = {
+            q: [(corpus_ids[i], ds.doc_text(corpus_ids[i])) for i, _ in h] for q, h in zip(qids, hits, strict=True)
+        }
+        out.append(DevSet(name, "ndcg@10", {q: ds.queries[q] for q in qids}, cands, {q: ds.qrels[q] for q in qids}))
     return out
 
 
@@ -409,7 +531,7 @@ def train_cross_encoder(config: TrainConfig) -> Path:
     groups, summary, holdouts = build_groups(config)
     if not groups:
         raise ValueError("No training groups could be mined; check the datasets' train splits.")
-    dev = _dev_sets(config.dev_datasets) + holdouts
+    dev = _dev_sets(config) + holdouts
     teacher: dict[TrainingGroup, list[float]] = {}
     if config.distill_weight > 0:
         teacher = dict(zip(groups, teacher_scores(groups, config.distill_model), strict=True))
