@@ -316,6 +316,15 @@ def _plan(
         except RerankInputError as exc:  # e.g. a query too long for cascade_max_length: the full model copes
             logger.warning("cascade skipped, the full model scores all %d candidates: %s", n, exc)
             cheap = None
+        if cheap is not None and any(note.query_dropped_tokens for note in cheap.notes):
+            # the cheap pass had to cut the query: its order would rank on part of the question
+            logger.warning(
+                "cascade skipped, the full model scores all %d candidates: the query is too long for "
+                "cascade_max_length=%d",
+                n,
+                config.cascade_max_length,
+            )
+            cheap = None
         if cheap is not None:
             cascade = list(check_scores(cheap.scores, n, f"{scorer_name} (cascade pass)"))
             order = sorted(order, key=lambda i: -(cascade[i] or 0.0))  # stable: ties keep first-stage order
@@ -353,7 +362,7 @@ def _plan(
 #: good there but lost 0.08 on 20 test queries (the model was trained on those train queries, so they
 #: overstate how well the cheap pass agrees). See README "The cascade". With the default windowed read
 #: (256-token windows) keep 30 after the 128-token pass is above the hybrid first stage on SciFact train
-#: claims held out of two training runs (model card, "Long abstracts in windows").
+#: claims held out of two training runs (docs/model-history.md, "Long abstracts in windows").
 AUTO_CASCADE_KEEP = 30
 
 
