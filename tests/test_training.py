@@ -42,6 +42,14 @@ def test_candidate_negatives_are_never_positives() -> None:
     assert mine_from_candidates("q", [("no", 0)], n_negatives=2, rng=random.Random(0), source="toy") == []
 
 
+def _write_texts(root: Path, docs: dict[str, str], queries: dict[str, str]) -> None:
+    """corpus.jsonl (no titles) and queries.jsonl of a BEIR-layout folder."""
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in docs.items())
+    )
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in queries.items()))
+
+
 def _toy_beir(root: Path) -> Path:
     root.mkdir()
     docs = {
@@ -52,11 +60,7 @@ def _toy_beir(root: Path) -> Path:
         "d4": "rome fell in 476",
         "d5": "bread needs flour and water and yeast",
     }
-    (root / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in docs.items())
-    )
-    queries = {"q1": "why does bread rise", "q2": "which planet is hottest"}
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in queries.items()))
+    _write_texts(root, docs, {"q1": "why does bread rise", "q2": "which planet is hottest"})
     (root / "qrels").mkdir()
     (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
     (root / "candidates").mkdir()
@@ -549,15 +553,12 @@ def _toy_answer_selection(root: Path) -> Path:
         "x2": "The hottest planet has a thick atmosphere.",
         "x3": "Caffeine is found in coffee and tea.",
     }
-    (root / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in docs.items())
-    )
     queries = {
         "q1": "what makes dough rise",
         "q2": "which planet is the hottest",
         "sq-train-142-028-03": "When was Pearl Harbor bombed?",
     }
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in queries.items()))
+    _write_texts(root, docs, queries)
     (root / "qrels").mkdir()
     (root / "candidates").mkdir()
     lists = {

@@ -309,49 +309,38 @@ def build_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, An
         before = len(groups)
         pseudo: list[TrainingGroup] = []
         qids = _train_qids(ds, config, excluded)
-        if ds.candidates and config.corpus_negatives:
-            index = BM25Index([ds.doc_text(d) for d in corpus_ids])
-            dense_index = _dense_index(config, ds, corpus_ids)
-            lists = [ds.candidates[q] for q in qids]
-            groups += _mine_queries(
-                config,
-                ds,
-                corpus_ids,
-                index,
-                dense_index,
-                rng,
-                [
-                    (ds.queries[q], {d for d, label in c if label > 0}, ds.doc_text)
-                    for q, c in zip(qids, lists, strict=True)
-                ],
-                ds.name,
-                in_list=[[ds.doc_text(d) for d, label in c if label <= 0] for c in lists],
-            )
-        elif ds.candidates:
+        if ds.candidates and not config.corpus_negatives:
             for qid in qids:
                 texts = [(ds.doc_text(d), label) for d, label in ds.candidates[qid]]
                 groups += mine_from_candidates(ds.queries[qid], texts, n_negatives=n_neg, rng=rng, source=ds.name)
         else:
             index = BM25Index([ds.doc_text(d) for d in corpus_ids])
             held: list[str] = []
-            if config.holdout_queries:
-                shuffled = sorted(qids)
-                random.Random(config.seed).shuffle(shuffled)
-                held = sorted(shuffled[: config.holdout_queries])
-                qids = [q for q in qids if q not in set(held)]
-                dev_hits = index.search_many([ds.queries[q] for q in held], k=30)
-                holdouts.append(
-                    DevSet(
-                        f"{ds.name}-holdout",
-                        "ndcg@10",
-                        {q: ds.queries[q] for q in held},
-                        {
-                            q: [(corpus_ids[i], ds.doc_text(corpus_ids[i])) for i, _ in h]
-                            for q, h in zip(held, dev_hits, strict=True)
-                        },
-                        {q: ds.qrels[q] for q in held},
+            in_list: list[list[str]] | None = None
+            if ds.candidates:  # corpus negatives beside the in-list ones
+                lists = [ds.candidates[q] for q in qids]
+                positives = [{d for d, label in c if label > 0} for c in lists]
+                in_list = [[ds.doc_text(d) for d, label in c if label <= 0] for c in lists]
+            else:
+                if config.holdout_queries:
+                    shuffled = sorted(qids)
+                    random.Random(config.seed).shuffle(shuffled)
+                    held = sorted(shuffled[: config.holdout_queries])
+                    qids = [q for q in qids if q not in set(held)]
+                    dev_hits = index.search_many([ds.queries[q] for q in held], k=30)
+                    holdouts.append(
+                        DevSet(
+                            f"{ds.name}-holdout",
+                            "ndcg@10",
+                            {q: ds.queries[q] for q in held},
+                            {
+                                q: [(corpus_ids[i], ds.doc_text(corpus_ids[i])) for i, _ in h]
+                                for q, h in zip(held, dev_hits, strict=True)
+                            },
+                            {q: ds.qrels[q] for q in held},
+                        )
                     )
-                )
+                positives = [{d for d, g in ds.qrels[q].items() if g > 0 and d in ds.corpus} for q in qids]
             dense_index = _dense_index(config, ds, corpus_ids)
             groups += _mine_queries(
                 config,
@@ -360,13 +349,11 @@ def build_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, An
                 index,
                 dense_index,
                 rng,
-                [
-                    (ds.queries[q], {d for d, g in ds.qrels[q].items() if g > 0 and d in ds.corpus}, ds.doc_text)
-                    for q in qids
-                ],
+                [(ds.queries[q], pos, ds.doc_text) for q, pos in zip(qids, positives, strict=True)],
                 ds.name,
+                in_list=in_list,
             )
-            if config.pseudo_queries:
+            if config.pseudo_queries and not ds.candidates:
                 made = _pseudo_queries(ds, corpus_ids, config.pseudo_queries, config.seed)
                 # their own random stream: adding them leaves every other group as it was
                 own_rng = random.Random(f"{config.seed} pseudo negatives")
@@ -376,7 +363,8 @@ def build_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, An
                     "queries": len(made),
                     "groups": len(pseudo),
                 }
-            summary[f"{ds.name}-holdout"] = {"split": "train (held out as dev)", "queries": len(held)}
+            if not ds.candidates:
+                summary[f"{ds.name}-holdout"] = {"split": "train (held out as dev)", "queries": len(held)}
         summary[ds.name] = {
             "split": "train",
             "queries": len(ds.queries),
