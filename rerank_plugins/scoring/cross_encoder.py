@@ -21,7 +21,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rerank_plugins._extras import require
 from rerank_plugins.config import RerankConfig
@@ -36,6 +36,7 @@ __all__ = [
     "resolve_backend",
     "resolve_device",
     "GUARD_FILE",
+    "FittedQuery",
     "fit_query",
     "load_guard",
     "resolve_model",
@@ -364,21 +365,14 @@ class CrossEncoderScorer(Scorer):
         with lm.lock:
             tok = lm.tokenizer
             fitted = {q: fit_query(tok, q, budget, lm.special_tokens) for q in {q for q, _ in pairs}}
-            if any(cut for _, cut in fitted.values()):
-                pairs = [(fitted[q][0], p) for q, p in pairs]
-            queries = sorted({q for q, _ in pairs})
-            q_len = dict(
-                zip(
-                    queries,
-                    (len(x) for x in tok(queries, add_special_tokens=False, verbose=False)["input_ids"]),
-                    strict=True,
-                )
-            )
+            q_len = {fit.text: fit.tokens for fit in fitted.values()}
+            if any(fit.dropped for fit in fitted.values()):
+                pairs = [(fitted[q].text, p) for q, p in pairs]
             p_len = [len(x) for x in tok([p for _, p in pairs], add_special_tokens=False, verbose=False)["input_ids"]]
             notes: list[PairNote] = []
             for (q, _), (original, _), lp in zip(pairs, original_pairs, p_len, strict=True):
                 room = budget - lm.special_tokens - q_len[q]
-                q_cut = fitted[original][1]
+                q_cut = fitted[original].dropped
                 notes.append(
                     PairNote("truncated", lp - room, query_dropped_tokens=q_cut)
                     if lp > room
@@ -425,8 +419,16 @@ def load_guard(directory: Path) -> float:
     return float(weight)
 
 
-def fit_query(tokenizer: Any, query: str, budget: int, special_tokens: int) -> tuple[str, int]:
-    """``query`` as it is scored under ``budget`` tokens per pair, and how many of its tokens were cut.
+class FittedQuery(NamedTuple):
+    """A query as scored: its text, its length in tokens, and how many tokens were cut from its end."""
+
+    text: str
+    tokens: int
+    dropped: int
+
+
+def fit_query(tokenizer: Any, query: str, budget: int, special_tokens: int) -> FittedQuery:
+    """``query`` as it is scored under ``budget`` tokens per pair (tokenized once, here).
 
     A query may take at most three quarters of the budget (less the special tokens), so that the passage
     always keeps a quarter (at least 8 tokens); a longer query loses its tail at a token boundary, with
@@ -441,7 +443,7 @@ def fit_query(tokenizer: Any, query: str, budget: int, special_tokens: int) -> t
     enc = tokenizer(query, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     n = len(enc["input_ids"])
     if n <= keep:
-        return query, 0
+        return FittedQuery(query, n, 0)
     cut_at = enc["offset_mapping"][keep - 1][1]
     logger.warning(
         "a query of %d tokens was cut to its first %d so that passages keep %d of max_length=%d tokens "
@@ -451,7 +453,7 @@ def fit_query(tokenizer: Any, query: str, budget: int, special_tokens: int) -> t
         room,
         budget,
     )
-    return query[:cut_at], n - keep
+    return FittedQuery(query[:cut_at], keep, n - keep)
 
 
 def token_budget_batches(lengths: Sequence[int], max_pairs: int, max_tokens: int | None) -> list[list[int]]:

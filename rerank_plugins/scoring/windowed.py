@@ -126,14 +126,13 @@ class WindowedScorer(Scorer):
         with lm.lock:
             tok = lm.tokenizer
             fitted = {q: fit_query(tok, q, budget, lm.special_tokens) for q in {q for q, _ in pairs}}
-            q_len = {q: len(tok(fitted[q][0], add_special_tokens=False, verbose=False)["input_ids"]) for q in fitted}
             enc = tok([p for _, p in pairs], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         expanded: list[tuple[str, str]] = []
         owners: list[int] = []
         notes: list[PairNote] = []
         for i, ((q, passage), offsets) in enumerate(zip(pairs, enc["offset_mapping"], strict=True)):
-            room = budget - lm.special_tokens - q_len[q]
-            q_text, q_cut = fitted[q]
+            q_text, q_len, q_cut = fitted[q]
+            room = budget - lm.special_tokens - q_len
             window = min(self.window or room, room)
             stride = self.stride or max(1, window // 2)
             spans = split_windows(len(offsets), window, min(stride, window))[: self.limit]
