@@ -50,9 +50,8 @@ def export_checkpoint(checkpoint: Path | str, output: Path | str, *, dtype: str 
     output.mkdir(parents=True)
     model.to(getattr(torch, dtype)).save_pretrained(output, safe_serialization=True)
     tokenizer.save_pretrained(output)
-    keep = {"config.json", "model.safetensors", *_TOKENIZER_FILES}
     for path in output.iterdir():
-        if path.name not in keep:
+        if path.name not in ours:
             path.unlink()
     config_path = output / "config.json"
     config = json.loads(config_path.read_text())
