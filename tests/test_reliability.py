@@ -242,3 +242,35 @@ def test_every_test_named_in_the_reliability_table_exists() -> None:
     every = "".join(p.read_text() for p in (repo / "tests").glob("test_*.py"))
     for name in short:
         assert f"def {name}(" in every, name
+
+
+def _pickled_copy(src: str, dst: Path, auto: str) -> Path:
+    """``src`` with its weights as a legacy pickle ``pytorch_model.bin`` and no safetensors."""
+    import torch
+    import transformers
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors", "onnx", "*.onnx"))
+    model = getattr(transformers, auto).from_pretrained(src)
+    torch.save(model.state_dict(), dst / "pytorch_model.bin")
+    assert not list(dst.rglob("*.safetensors"))
+    return dst
+
+
+def test_t5_scorers_refuse_pickle_weights_unless_allowed(tiny_t5: str, tmp_path: Path) -> None:
+    """Issue 22 #5: 'safetensors only' holds for the T5 scorers too."""
+    from rerank_plugins.scoring.seq2seq import MonoT5Scorer
+
+    legacy = _pickled_copy(tiny_t5, tmp_path / "t5", "AutoModelForSeq2SeqLM")
+    with pytest.raises(ModelLoadError, match="allow_pickle_weights=True"):
+        MonoT5Scorer(CPU.merged(model=str(legacy)))
+    allowed = MonoT5Scorer(CPU.merged(model=str(legacy), allow_pickle_weights=True))
+    assert len(allowed.score([("q", "p")])) == 1
+
+
+def test_the_bi_encoder_scorer_refuses_pickle_weights_unless_allowed(minilm_dir: str, tmp_path: Path) -> None:
+    """Issue 22 #5: 'safetensors only' holds for the bi-encoder (scorer and dense retrieval) too."""
+    legacy = _pickled_copy(minilm_dir, tmp_path / "bi", "AutoModel")
+    cfg = CPU.merged(scorer="bi-encoder", model=str(legacy))
+    with pytest.raises(ModelLoadError, match="allow_pickle_weights=True"):
+        get_scorer(cfg)
+    assert len(get_scorer(cfg.merged(allow_pickle_weights=True)).score([("q", "p")])) == 1

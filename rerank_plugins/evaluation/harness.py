@@ -32,7 +32,7 @@ from rerank_plugins.evaluation.datasets import BeirDataset
 from rerank_plugins.evaluation.metrics import evaluate, ranked_ids
 from rerank_plugins.fusion import reciprocal_rank_fusion
 from rerank_plugins.pipeline import Candidate, rerank_candidates, resolve_cascade
-from rerank_plugins.scoring.base import Scorer
+from rerank_plugins.scoring.base import ScoredPairs, Scorer
 from rerank_plugins.scoring.cache import CachedScorer
 
 __all__ = ["EvalReport", "default_metrics", "first_stage_runs", "format_table", "run_evaluation"]
@@ -133,6 +133,22 @@ class EvalReport:
         return json.dumps(self.__dict__, indent=2)
 
 
+class _Counted(Scorer):
+    """Counts the pairs a set-dependent scorer reads (its scores cannot be cached per pair)."""
+
+    def __init__(self, inner: Scorer) -> None:
+        self.inner, self.name, self.misses = inner, inner.name, 0
+        self.recommended_first_stage_weight = inner.recommended_first_stage_weight
+
+    def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
+        self.misses += len(pairs)
+        return self.inner.score_detailed(pairs)
+
+
+def _memo(scorer: Scorer) -> CachedScorer | _Counted:
+    return _Counted(scorer) if scorer.set_dependent else CachedScorer(scorer, max_entries=None)
+
+
 def run_evaluation(
     ds: BeirDataset,
     scorer: Scorer | Mapping[str, Scorer] | None,
@@ -168,9 +184,9 @@ def run_evaluation(
     cfg = RerankConfig(top_n=None, max_candidates=None, dedupe_by_content=False, first_stage_weight=first_stage_weight)
     # variants that share a scorer instance (same model and settings) share its scores: a variant that only
     # changes the ordering (first_stage_weight) or the cascade's keep costs no second read of a pair
-    memos: dict[int, CachedScorer] = {}
+    memos: dict[int, CachedScorer | _Counted] = {}
     for label, member in scorers.items():
-        memo = memos.setdefault(id(member), CachedScorer(member, max_entries=None))
+        memo = memos.setdefault(id(member), _memo(member))
         # the cascade as the adapters would run it (cascade_keep='auto' by default), its cheap pass counted apart;
         # a variant's own first_stage_weight wins over the run-wide one
         variant = (cascades or {}).get(label)
@@ -184,7 +200,7 @@ def run_evaluation(
         resolved = resolve_cascade(run_cfg, member)
         pruner = None
         if resolved is not None:
-            pruner = memos.setdefault(id(resolved[1]), CachedScorer(resolved[1], max_entries=None))
+            pruner = memos.setdefault(id(resolved[1]), _memo(resolved[1]))
         for name in rerank_stages if rerank_stages is not None else list(runs):
             reranked: Run = {}
             t = time.perf_counter()

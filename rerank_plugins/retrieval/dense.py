@@ -15,12 +15,13 @@ from typing import Any
 from rerank_plugins._extras import require
 from rerank_plugins.errors import ModelLoadError
 from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs, check_scores
+from rerank_plugins.scoring.identity import model_identity
 
 __all__ = ["BiEncoderScorer", "DenseIndex", "default_bi_encoder_path", "get_bi_encoder"]
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
-_encoders: dict[tuple[str, str], Any] = {}
+_encoders: dict[tuple[str, str, bool], Any] = {}
 
 
 def default_bi_encoder_path() -> Path:
@@ -29,21 +30,38 @@ def default_bi_encoder_path() -> Path:
     return Path(pkg.get_model_path())
 
 
-def get_bi_encoder(model: str | None = None, device: str = "cpu", allow_download: bool = False) -> Any:
-    """The shared ``SentenceTransformer`` for ``model`` (default: all-MiniLM-L6-v2, offline)."""
+def get_bi_encoder(
+    model: str | None = None, device: str = "cpu", allow_download: bool = False, allow_pickle_weights: bool = False
+) -> Any:
+    """The shared ``SentenceTransformer`` for ``model`` (default: all-MiniLM-L6-v2, offline).
+
+    Weights load from safetensors only unless ``allow_pickle_weights=True`` (a pickled
+    ``pytorch_model.bin`` can run code when it is loaded).
+    """
     st = require("sentence_transformers", "Dense retrieval")
     name = model or str(default_bi_encoder_path())
+    key = (model_identity(name), device, allow_pickle_weights)
     with _lock:
-        enc = _encoders.get((name, device))
+        enc = _encoders.get(key)
         if enc is None:
+            kwargs = {} if allow_pickle_weights else {"use_safetensors": True}
             try:
-                enc = st.SentenceTransformer(name, device=device, local_files_only=not allow_download)
+                enc = st.SentenceTransformer(
+                    name, device=device, local_files_only=not allow_download, model_kwargs=kwargs
+                )
             except Exception as exc:
+                hint = (
+                    ""
+                    if allow_pickle_weights
+                    else " Only safetensors weights are loaded: convert a pickled pytorch_model.bin with "
+                    "save_pretrained(safe_serialization=True), or pass allow_pickle_weights=True for a model you "
+                    "trust."
+                )
                 raise ModelLoadError(
                     f"Could not load bi-encoder {name!r}: {exc}. Pass a local sentence-transformers folder, "
-                    "or allow_download=True where the Hub is reachable."
+                    f"or allow_download=True where the Hub is reachable.{hint}"
                 ) from exc
-            _encoders[(name, device)] = enc
+            _encoders[key] = enc
         return enc
 
 
@@ -106,11 +124,16 @@ class BiEncoderScorer(Scorer):
         batch_size: Encoding batch size.
     """
 
-    def __init__(self, model: str | None = None, *, batch_size: int = 64) -> None:
-        self._encoder = get_bi_encoder(model)
+    def __init__(self, model: str | None = None, *, batch_size: int = 64, allow_pickle_weights: bool = False) -> None:
+        self._encoder = get_bi_encoder(model, allow_pickle_weights=allow_pickle_weights)
+        self._identity = model_identity(model or str(default_bi_encoder_path()))
         self._lock = threading.Lock()
         self.batch_size = batch_size
         self.name = f"bi-encoder({model or 'all-MiniLM-L6-v2'})"
+
+    @property
+    def fingerprint(self) -> str:
+        return self._identity
 
     def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
         pairs = check_pairs(pairs)

@@ -124,6 +124,15 @@ class Scorer(ABC):
     name: str = "scorer"
     #: The ``first_stage_weight`` this scorer's model recommends (``first_stage_weight=None`` uses it).
     recommended_first_stage_weight: float = 0.0
+    #: True when a pair's score depends on the other pairs of the call (rank normalisation, pairwise
+    #: re-scoring): such scores cannot be cached per pair.
+    set_dependent: bool = False
+
+    @property
+    def fingerprint(self) -> str:
+        """Everything besides ``name`` that changes a score (a cache key part); model-backed scorers
+        include the identity of their model files."""
+        return ""
 
     @abstractmethod
     def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:

@@ -1,10 +1,14 @@
 """A score cache in front of any scorer: repeated pairs cost nothing.
 
-Keys are (scorer name, settings fingerprint, sha1(query), sha1(passage)), so a
-cache never mixes models or activations. The in-memory store is an LRU bounded by
-``max_entries``; an optional SQLite file (standard library) keeps scores across
-processes. A store that cannot be opened or written is bypassed with a warning,
-never a crash.
+Keys are (scorer name, settings fingerprint, sha1(query), sha1(passage)); a model-backed
+scorer's fingerprint includes the identity of its model files (resolved path, names, sizes,
+modification times), so a cache never mixes models, replaced weights or activations. The
+in-memory store is an LRU bounded by ``max_entries``; an optional SQLite file (standard
+library, WAL journal, busy timeout) keeps scores across threads and processes. A store that
+cannot be opened is bypassed with a warning; a read or write that fails (another process
+holds the lock past the timeout) costs that call its persistence, never its scores, and the
+next call uses the store again. Scorers whose scores depend on the other candidates of a
+call (``set_dependent``: a rank-normalised ensemble, duoT5) are refused: cache their members.
 
 Example:
     >>> from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer
@@ -23,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import sqlite3
@@ -61,26 +66,45 @@ class CachedScorer(Scorer):
         max_entries: int | None = 100_000,
         path: str | Path | None = None,
         fingerprint: str | None = None,
+        store_timeout: float = 2.0,
     ) -> None:
+        if inner.set_dependent:
+            raise ValueError(
+                f"{inner.name!r} scores a pair relative to the other candidates of its call, so its scores "
+                "cannot be cached per pair; cache its member scorers instead (get_scorer does this for you)"
+            )
         self.inner = inner
         self.name = inner.name
         self.recommended_first_stage_weight = inner.recommended_first_stage_weight
         self.max_entries = max_entries
         if fingerprint is None:
-            fingerprint = getattr(inner, "fingerprint", None)
-        self._prefix = f"{inner.name}|{fingerprint or ''}"
+            fingerprint = inner.fingerprint
+        self._prefix = f"{inner.name}|{fingerprint}"
         self._memory: OrderedDict[tuple[str, str, str], tuple[float, PairNote]] = OrderedDict()
         self._lock = threading.Lock()
+        # every use of the SQLite connection happens under this lock: one connection, one thread at a time
+        self._db_lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.store_errors = 0
+        self._store_timeout = store_timeout
         self._db: sqlite3.Connection | None = None
         if path is not None:
             self._db = self._open(Path(path))
 
+    @property
+    def fingerprint(self) -> str:
+        return self._prefix
+
     def _open(self, path: Path) -> sqlite3.Connection | None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(str(path), check_same_thread=False)
+            # timeout: how long a statement waits for another process's lock before it fails (busy timeout)
+            db = sqlite3.connect(str(path), timeout=self._store_timeout, check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
+            except sqlite3.Error as exc:  # e.g. a file system without shared memory: the default journal works
+                logger.debug("score cache %s keeps its journal mode (%s)", path, exc)
             db.execute(
                 "CREATE TABLE IF NOT EXISTS scores (prefix TEXT, q TEXT, p TEXT, score REAL, how TEXT, "
                 "dropped INTEGER, windows INTEGER, PRIMARY KEY (prefix, q, p))"
@@ -92,30 +116,38 @@ class CachedScorer(Scorer):
             return None
 
     def stats(self) -> dict[str, Any]:
-        """Hits, misses, hit rate and size of the in-memory store."""
+        """Hits, misses, hit rate, size of the in-memory store and failed store reads/writes."""
         total = self.hits + self.misses
         return {
             "hits": self.hits,
             "misses": self.misses,
             "hit_rate": self.hits / total if total else 0.0,
             "entries": len(self._memory),
+            "store_errors": self.store_errors,
         }
+
+    def _store_failed(self, what: str, exc: sqlite3.Error) -> None:
+        # a locked or failing store costs this call its persistence, never the scores, and never for good:
+        # the next call tries again
+        self.store_errors += 1
+        level = logging.WARNING if self.store_errors == 1 else logging.DEBUG
+        logger.log(level, "score cache %s failed (%s); these pairs are scored without the persistent store", what, exc)
 
     def _db_get(self, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], tuple[float, PairNote]]:
         if self._db is None or not keys:
             return {}
         found = {}
-        try:
-            for key in keys:
-                row = self._db.execute(
-                    "SELECT score, how, dropped, windows FROM scores WHERE prefix=? AND q=? AND p=?", key
-                ).fetchone()
-                if row is not None:
-                    found[key] = (float(row[0]), PairNote(row[1], int(row[2]), int(row[3])))
-        except sqlite3.Error as exc:
-            logger.warning("score cache read failed (%s); bypassing the persistent store", exc)
-            self._db = None
-            return {}
+        with self._db_lock:
+            try:
+                for key in keys:
+                    row = self._db.execute(
+                        "SELECT score, how, dropped, windows FROM scores WHERE prefix=? AND q=? AND p=?", key
+                    ).fetchone()
+                    if row is not None:
+                        found[key] = (float(row[0]), PairNote(row[1], int(row[2]), int(row[3])))
+            except sqlite3.Error as exc:
+                self._store_failed("read", exc)
+                return {}
         return found
 
     def _db_put(self, items: list[tuple[tuple[str, str, str], tuple[float, PairNote]]]) -> None:
@@ -123,15 +155,17 @@ class CachedScorer(Scorer):
         items = [item for item in items if not item[1][1].query_dropped_tokens]
         if self._db is None or not items:
             return
-        try:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(*k, s, n.how, n.dropped_tokens, n.windows) for k, (s, n) in items],
-            )
-            self._db.commit()
-        except sqlite3.Error as exc:
-            logger.warning("score cache write failed (%s); bypassing the persistent store", exc)
-            self._db = None
+        with self._db_lock:
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(*k, s, n.how, n.dropped_tokens, n.windows) for k, (s, n) in items],
+                )
+                self._db.commit()
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+                self._store_failed("write", exc)
 
     def _remember(self, key: tuple[str, str, str], value: tuple[float, PairNote]) -> None:
         self._memory[key] = value

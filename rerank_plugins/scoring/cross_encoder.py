@@ -28,6 +28,7 @@ from rerank_plugins.config import RerankConfig
 from rerank_plugins.errors import ModelLoadError, RerankInputError
 from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs, check_scores
 from rerank_plugins.scoring.calibration import CALIBRATION_FILE, Calibration, load_calibration
+from rerank_plugins.scoring.identity import model_identity
 
 __all__ = [
     "CrossEncoderScorer",
@@ -75,6 +76,17 @@ def resolve_model(model: str | None) -> str:
     from rerank_plugins.models import default_model_path
 
     return str(default_model_path())
+
+
+def refused_pickle_hint(name: str, is_local: bool, allow_pickle_weights: bool) -> str:
+    """Why a local folder without safetensors weights did not load ('' when that is not the reason)."""
+    if not is_local or allow_pickle_weights or any(Path(name).expanduser().glob("*.safetensors")):
+        return ""
+    return (
+        "It has no .safetensors weights, and pickle-based files (pytorch_model.bin) are refused by "
+        "default because loading them can run code. Convert it with save_pretrained(safe_serialization=True), "
+        "or set allow_pickle_weights=True if you trust its source."
+    )
 
 
 def resolve_device(device: str) -> str:
@@ -171,12 +183,9 @@ def _load(name: str, device: str, dtype: str, backend: str, config: RerankConfig
             model_kwargs={"dtype": getattr(torch, dtype), "use_safetensors": not config.allow_pickle_weights},
         )
     except Exception as exc:  # every loader failure gets one actionable message
-        if is_local and not config.allow_pickle_weights and not any(Path(name).expanduser().glob("*.safetensors")):
-            hint = (
-                "It has no .safetensors weights, and pickle-based files (pytorch_model.bin) are refused by "
-                "default because loading them can run code. Convert it with save_pretrained(safe_serialization=True), "
-                "or set allow_pickle_weights=True if you trust its source."
-            )
+        pickle_hint = refused_pickle_hint(name, is_local, config.allow_pickle_weights)
+        if pickle_hint:
+            hint = pickle_hint
         elif is_local:
             hint = (
                 "The directory exists but could not be loaded: check it holds config.json, tokenizer files "
@@ -242,7 +251,7 @@ def _shared_model(config: RerankConfig) -> _LoadedModel:
     backend = resolve_backend(config.backend, device)
     dtype = _resolve_dtype(config.dtype, device) if backend == "torch" else "float32"
     key = (
-        name,
+        model_identity(name),
         device,
         dtype,
         backend,
@@ -307,8 +316,8 @@ class CrossEncoderScorer(Scorer):
 
     @property
     def fingerprint(self) -> str:
-        """Everything besides the model that changes a score (used as a cache key part)."""
-        return f"{self.config.max_length}|{self._logit_mapping}"
+        """The model files' identity and every setting that changes a score (a cache key part)."""
+        return f"{model_identity(self.name)}|{self.config.max_length}|{self._logit_mapping}"
 
     @property
     def _logit_mapping(self) -> str:
@@ -499,7 +508,7 @@ def _build_scorer(cfg: RerankConfig) -> Scorer:
     elif cfg.scorer == "bi-encoder":
         from rerank_plugins.retrieval.dense import BiEncoderScorer
 
-        scorer = BiEncoderScorer(cfg.model)
+        scorer = BiEncoderScorer(cfg.model, allow_pickle_weights=cfg.allow_pickle_weights)
     elif cfg.scorer in ("monot5", "rankt5"):
         from rerank_plugins.scoring.seq2seq import MonoT5Scorer, RankT5Scorer
 
@@ -513,15 +522,35 @@ def _build_scorer(cfg: RerankConfig) -> Scorer:
                 scorer, window=cfg.window_tokens, stride=cfg.window_stride, how=cfg.window_aggregate,
                 limit=cfg.window_limit,
             )  # fmt: skip
+    if cfg.cache_entries or cfg.cache_path:
+        scorer = _cached(scorer, cfg)
     if cfg.duo_model is not None:
         from rerank_plugins.scoring.seq2seq import DuoT5Scorer
 
+        # duoT5's order depends on the candidate set: the cache keeps the pointwise scores beneath it
         scorer = DuoT5Scorer(scorer, cfg.merged(model=cfg.duo_model), top_k=cfg.duo_top_k)
-    if cfg.cache_entries or cfg.cache_path:
-        from rerank_plugins.scoring.cache import CachedScorer
-
-        scorer = CachedScorer(scorer, max_entries=cfg.cache_entries or None, path=cfg.cache_path)
     return scorer
+
+
+def _cached(scorer: Scorer, cfg: RerankConfig) -> Scorer:
+    """``scorer`` behind the configured score cache; a set-dependent ensemble caches its members."""
+    from rerank_plugins.scoring.cache import CachedScorer
+    from rerank_plugins.scoring.ensemble import EnsembleScorer
+
+    if isinstance(scorer, EnsembleScorer) and scorer.set_dependent:
+        return EnsembleScorer(
+            [_cached(m, cfg) for m in scorer.members], weights=scorer.weights, normalize=scorer.normalize
+        )
+    return CachedScorer(scorer, max_entries=cfg.cache_entries or None, path=cfg.cache_path)
+
+
+def _model_of(cfg: RerankConfig) -> str:
+    """The model a config's scorer loads (``model=None`` means another default for the bi-encoder)."""
+    if cfg.scorer == "bi-encoder" and cfg.model is None:
+        from rerank_plugins.retrieval.dense import default_bi_encoder_path
+
+        return str(default_bi_encoder_path())
+    return resolve_model(cfg.model)
 
 
 def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> Scorer:
@@ -535,7 +564,7 @@ def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> Scorer:
     # Every setting except those the pipeline applies after scoring can change a score,
     # so the key is the config itself with the pipeline-only fields reset.
     key = (
-        cfg.model if cfg.scorer in ("ensemble", "bi-encoder", "remote") else resolve_model(cfg.model),
+        cfg.model if cfg.scorer in ("ensemble", "remote") else model_identity(_model_of(cfg)),
         cfg.model_copy(update={f: RerankConfig.model_fields[f].default for f in _PIPELINE_ONLY}),
     )
     with _lock:

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -63,7 +64,7 @@ class EnsembleScorer(Scorer):
         if not members:
             raise ValueError("an ensemble needs at least one member scorer")
         weights = list(weights) if weights is not None else [1.0] * len(members)
-        if len(weights) != len(members) or any(w < 0 for w in weights) or sum(weights) <= 0:
+        if len(weights) != len(members) or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"need one non-negative weight per member with a positive sum, got {weights}")
         if normalize not in ("rank", "identity"):
             raise ValueError(f"normalize must be 'rank' or 'identity', got {normalize!r}")
@@ -71,6 +72,13 @@ class EnsembleScorer(Scorer):
         self.weights = [w / sum(weights) for w in weights]
         self.normalize = normalize
         self.name = "ensemble(" + ", ".join(m.name for m in self.members) + ")"
+        # rank normalisation scores a pair against the rest of the call
+        self.set_dependent = normalize == "rank" or any(m.set_dependent for m in self.members)
+
+    @property
+    def fingerprint(self) -> str:
+        parts = ",".join(f"{m.name}:{m.fingerprint}:{w}" for m, w in zip(self.members, self.weights, strict=True))
+        return f"{self.normalize}|{parts}"
 
     def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
         pairs = list(pairs)

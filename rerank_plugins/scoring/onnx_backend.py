@@ -14,7 +14,6 @@ conflicts with sentence-transformers 6 (``transformers>=5``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -26,6 +25,7 @@ from typing import Any
 
 from rerank_plugins._extras import require
 from rerank_plugins.errors import ModelLoadError
+from rerank_plugins.scoring.identity import files_digest
 
 __all__ = ["OnnxRunner", "default_cache_dir", "export_dir_for", "onnxruntime_available"]
 
@@ -51,14 +51,7 @@ def default_cache_dir() -> Path:
 
 
 def _model_files_hash(model_dir: Path) -> str:
-    digest = hashlib.sha256(_EXPORT_VERSION.encode())
-    files = sorted({f for pattern in _WEIGHT_FILES for f in model_dir.glob(pattern)})
-    for f in files:
-        digest.update(f.name.encode())
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
+    return files_digest(model_dir, _WEIGHT_FILES, salt=_EXPORT_VERSION)
 
 
 def export_dir_for(model_dir: Path, cache_dir: Path | None = None) -> Path:

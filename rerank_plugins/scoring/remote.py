@@ -95,6 +95,7 @@ class RemoteScorer(Scorer):
         self.protocol = self.config.remote_protocol
         self.endpoint = self.url + ("/rerank" if self.protocol == "tei" else "/v1/rerank")
         self.name = f"remote:{self.url}"
+        self._identity = f"{self.protocol}|{self.config.model or ''}|{self.config.activation}"
         self.retries = self.config.remote_retries
         self._max_documents = self.config.remote_max_documents
         self._transport = transport
@@ -106,6 +107,12 @@ class RemoteScorer(Scorer):
         self.retried = 0
 
     # ------------------------------------------------------------------ clients
+
+    @property
+    def fingerprint(self) -> str:
+        """The protocol, the model asked for and the activation (the server's model is its own)."""
+        return self._identity
+
     def _client_kwargs(self) -> dict[str, Any]:
         headers = {"User-Agent": "rerank-plugins"}
         if self.config.remote_api_key is not None:

@@ -33,6 +33,7 @@ from rerank_plugins._extras import require
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.errors import ModelLoadError, RerankInputError
 from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs, check_scores
+from rerank_plugins.scoring.identity import model_identity
 
 __all__ = ["DuoT5Scorer", "MonoT5Scorer", "RankT5Scorer", "duo_aggregate", "monot5_scores"]
 
@@ -61,23 +62,28 @@ class _T5:
     """A loaded T5 model and tokenizer, with the lock that guards them."""
 
     def __init__(self, config: RerankConfig) -> None:
-        from rerank_plugins.scoring.cross_encoder import resolve_device, resolve_model
+        from rerank_plugins.scoring.cross_encoder import refused_pickle_hint, resolve_device, resolve_model
 
         self.torch = require("torch", "T5 rerankers")
         transformers = require("transformers", "T5 rerankers")
         name = resolve_model(config.model)
         self.name = name
+        self.identity = model_identity(name)
         self.device = resolve_device(config.device)
         local = Path(name).expanduser().exists()
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(
                 name, local_files_only=not config.allow_download, trust_remote_code=config.trust_remote_code
             )
+            # safetensors only, unless the user accepts pickle-based weight files (code execution risk)
             self.model = transformers.AutoModelForSeq2SeqLM.from_pretrained(
-                name, local_files_only=not config.allow_download, trust_remote_code=config.trust_remote_code
+                name,
+                local_files_only=not config.allow_download,
+                trust_remote_code=config.trust_remote_code,
+                use_safetensors=not config.allow_pickle_weights,
             ).to(self.device)
         except Exception as exc:
-            hint = (
+            hint = refused_pickle_hint(name, local, config.allow_pickle_weights) or (
                 "Check the directory holds a complete T5 checkpoint (config.json, tokenizer, weights)."
                 if local
                 else "It is not a local directory or cached; pass allow_download=True where the Hub is reachable, "
@@ -155,7 +161,8 @@ class MonoT5Scorer(Scorer):
     @property
     def fingerprint(self) -> str:
         """Settings that change a score (a cache key part)."""
-        return f"{type(self).__name__}|{self.mode}|{self.true_id},{self.false_id}|{self.config.max_length}"
+        kind = f"{type(self).__name__}|{self.mode}|{self.true_id},{self.false_id}"
+        return f"{self._t5.identity}|{kind}|{self.config.max_length}"
 
     def _prompts(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[PairNote]]:
         prompts, notes = [], []
@@ -214,6 +221,7 @@ class DuoT5Scorer(Scorer):
     """
 
     template = "Query: {query} Document0: {a} Document1: {b} Relevant:"
+    set_dependent = True  # the top_k are ordered among themselves
 
     def __init__(
         self,
