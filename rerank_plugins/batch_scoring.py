@@ -6,10 +6,15 @@ column plus ``row`` (the pair's 0-based position in the input) and ``score`` as 
 JSONL) part files under ``output_dir/scored/``.
 
 Resumable: the input is first staged (once) as Parquet with its ``row`` numbers; each run
-reads the part files already written, drops unreadable ones (a file cut short by a crash:
-its rows are scored again) and scores only the rows not yet in a readable file. So after
-any number of interruptions the output holds every input row exactly once. Pairs an actor
-had scored but not yet written when a run died are scored again by the next run.
+reads the part files already written, sets unreadable ones aside in ``unreadable/`` (a file
+cut short by a crash: its rows are scored again) and scores only the rows not yet in a
+readable file. So after any number of interruptions the output holds every input row exactly
+once. Pairs an actor had scored but not yet written when a run died are scored again by the
+next run.
+
+The output folder is its own: a run starts only in a missing or empty folder, or in one a
+previous run marked as its own (``_SCORE_PAIRS.json``); it refuses any other folder, so it
+never deletes or overwrites files it did not write.
 
 Example (the CLI does the same):
     >>> from rerank_plugins.config import RerankConfig
@@ -145,6 +150,36 @@ def _stage(src: Path, stage: Path, query_field: str, passage_field: str) -> int:
     return rows
 
 
+_OWNER = "_SCORE_PAIRS.json"
+
+
+def _claim(out: Path) -> None:
+    """Make ``out`` this tool's folder, or refuse it when it holds files another program wrote."""
+    marker = out / _OWNER
+    if marker.is_file():
+        return
+    if out.exists() and not out.is_dir():
+        raise RerankInputError(f"output {out} is a file; name a new or empty folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise RerankInputError(
+            f"output folder {out} is not empty and was not started by score-pairs (no {_OWNER}); "
+            "name a new or empty folder: score-pairs never deletes or overwrites files it did not write"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"written_by": "rerank-plugins score-pairs", "version": 1}) + "\n")
+
+
+def _set_aside(f: Path, out: Path) -> None:
+    """Move an unreadable output file into ``out/unreadable/`` (kept, never deleted)."""
+    target = out / "unreadable" / f.name
+    target.parent.mkdir(exist_ok=True)
+    n = 1
+    while target.exists():
+        target = target.with_name(f"{f.name}.{n}")
+        n += 1
+    os.replace(f, target)
+
+
 def _scored_files(scored: Path) -> list[Path]:
     return sorted(p for p in scored.glob("*") if p.suffix in {".parquet", ".json", ".jsonl"} and p.is_file())
 
@@ -174,7 +209,7 @@ def _write_atomically(table: Any, path: Path) -> None:
 def _done_rows(scored: Path) -> tuple[Any, int]:
     """Rows already in readable output files, each once. Returns (rows, files removed).
 
-    Unreadable files (cut short by a crash) are removed: their rows get scored again. A row found in
+    Unreadable files (cut short by a crash) are moved to ``unreadable/``: their rows get scored again. A row found in
     two files (a worker of a killed run that finished its write after the next run had started) is
     kept in the older file and dropped from the newer one, which is rewritten atomically.
     """
@@ -187,8 +222,10 @@ def _done_rows(scored: Path) -> tuple[Any, int]:
         try:
             rows = _read_file(f, ["row"])["row"].to_numpy()
         except Exception as exc:
-            logger.warning("removing unreadable output %s (%s); its rows will be scored again", f.name, exc)
-            f.unlink()
+            logger.warning(
+                "moving unreadable output %s to unreadable/ (%s); its rows will be scored again", f.name, exc
+            )
+            _set_aside(f, scored.parent)
             removed += 1
             continue
         fresh = np.fromiter((int(r) not in seen for r in rows), dtype=bool, count=len(rows))
@@ -279,7 +316,7 @@ def score_pairs(
 
     Returns:
         A summary (also written to ``output_dir/summary.json``): rows in total, done, scored by this
-        run, seconds and pairs/s of this run, files removed as unreadable.
+        run, seconds and pairs/s of this run, files set aside as unreadable (moved to ``unreadable/``).
     """
     require("pyarrow", "score-pairs", extra="batch")
     require("ray", "score-pairs", extra="batch")
@@ -287,7 +324,7 @@ def score_pairs(
     if not src.exists():
         raise RerankInputError(f"input {src} does not exist (a .jsonl or .parquet file, or a folder of them)")
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _claim(out)
     scored_dir = out / "scored"
     scored_dir.mkdir(exist_ok=True)
     _wait_for_writers_of_a_killed_run(out)
@@ -386,7 +423,7 @@ def _score_staged(
         "rows_done": len(done_after),
         "rows_done_before": len(done),
         "rows_scored_this_run": int(len(done_after) - len(done)),
-        "unreadable_files_removed": removed,
+        "unreadable_files_set_aside": removed,
         "seconds": round(seconds, 2),
         "pairs_per_s": round((len(done_after) - len(done)) / seconds, 2) if seconds else None,
         "actors": actors,

@@ -225,7 +225,7 @@ def test_score_pairs_survives_a_kill_and_a_cut_file_and_resumes_exactly_once(tmp
     assert last.returncode == 0, last.stderr[-2000:]
     summary = json.loads(last.stdout)
     assert summary["complete"]
-    assert summary["unreadable_files_removed"] >= 1
+    assert summary["unreadable_files_set_aside"] >= 1
     assert summary["rows_done_before"] >= 300
     assert summary["rows_done_before"] + summary["rows_scored_this_run"] == len(pairs)
     assert not (out / "_RUNNING").exists()
@@ -255,6 +255,45 @@ def test_score_pairs_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "p.csv").write_text("query,passage\n")
     with pytest.raises(RerankInputError, match="unsupported input type"):
         score_pairs(tmp_path / "p.csv", tmp_path / "o4")
+
+
+def test_score_pairs_refuses_a_folder_it_did_not_start_and_leaves_its_files_alone(tmp_path: Path) -> None:
+    """Issue 22 #2: a folder holding the user's own files is refused; nothing in it changes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rerank_plugins.batch_scoring import score_pairs
+    from rerank_plugins.errors import RerankInputError
+
+    src = tmp_path / "p.jsonl"
+    src.write_text('{"query": "q", "passage": "p"}\n')
+    out = tmp_path / "out"
+    (out / "staged").mkdir(parents=True)
+    (out / "scored").mkdir()
+    (out / "staged" / "README").write_text("mine")
+    (out / "scored" / "notes.jsonl").write_text('{"a": 1}\n')
+    pq.write_table(pa.table({"x": [1]}), out / "scored" / "table.parquet")
+    (out / "scored" / "meta.json").write_text("{}")
+    (out / "summary.json").write_text('{"mine": true}')
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(RerankInputError, match="not started by score-pairs"):
+        score_pairs(src, out, max_rows=0)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    with pytest.raises(RerankInputError, match="is a file"):
+        score_pairs(src, src, max_rows=0)
+
+
+def test_score_pairs_claims_an_empty_folder_and_resumes_in_its_own(tmp_path: Path, tiny_model: Path) -> None:
+    from rerank_plugins.batch_scoring import score_pairs
+
+    src = tmp_path / "p.jsonl"
+    src.write_text('{"query": "q", "passage": "p"}\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = RerankConfig(model=str(tiny_model), device="cpu")
+    first = score_pairs(src, out, cfg, max_rows=0, progress=False)
+    assert (out / "_SCORE_PAIRS.json").is_file() and first["rows_done"] == 0
+    assert score_pairs(src, out, cfg, max_rows=0, progress=False)["rows_total"] == 1  # its own folder: resumed
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
@@ -324,7 +363,7 @@ def test_staging_a_folder_numbers_rows_across_its_files_in_path_order(tmp_path: 
         batch_scoring._input_files(tmp_path / "empty")
 
 
-def test_rows_written_twice_are_kept_once_and_unreadable_files_removed(tmp_path: Path) -> None:
+def test_rows_written_twice_are_kept_once_and_unreadable_files_set_aside(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -342,6 +381,7 @@ def test_rows_written_twice_are_kept_once_and_unreadable_files_removed(tmp_path:
     assert sorted(rows.tolist()) == [0, 1, 2, 3]
     assert removed == 1
     assert sorted(p.name for p in scored.iterdir()) == ["a.parquet", "b.parquet"]
+    assert (tmp_path / "unreadable" / "d.parquet").read_bytes() == b"PAR1 cut"  # set aside, not deleted
     table = read_scored(tmp_path)
     assert table["row"].to_pylist() == [0, 1, 2, 3]
     assert table["score"].to_pylist() == [0.0, 0.1, 0.2, 0.3]  # the older copy of row 2 kept
