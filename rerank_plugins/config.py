@@ -20,7 +20,7 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -81,8 +81,8 @@ class RerankConfig(BaseModel):
         default=(),
         description="Member scorer settings of scorer='ensemble' (each a full config; only its scoring fields matter).",
     )
-    member_weights: tuple[float, ...] | None = Field(
-        default=None, description="Weights of the ensemble members (None: equal)."
+    member_weights: tuple[Annotated[float, Field(ge=0, allow_inf_nan=False)], ...] | None = Field(
+        default=None, description="Weights of the ensemble members: finite, non-negative, not all 0 (None: equal)."
     )
     ensemble_normalize: Literal["rank", "identity"] = Field(
         default="rank",
@@ -307,6 +307,8 @@ class RerankConfig(BaseModel):
             raise ValueError("scorer='ensemble' needs at least one entry in members")
         if self.member_weights is not None and len(self.member_weights) != len(self.members):
             raise ValueError(f"{len(self.member_weights)} member_weights for {len(self.members)} members")
+        if self.member_weights is not None and not sum(self.member_weights) > 0:
+            raise ValueError("member_weights are all 0; give at least one member a positive weight")
         if isinstance(self.cascade_keep, int) and self.cascade_model is None:
             if self.scorer not in ("cross-encoder", "windowed"):
                 raise ValueError(
@@ -376,12 +378,39 @@ class RerankConfig(BaseModel):
         return self.from_mapping({**self.model_dump(exclude_unset=True), **overrides})
 
 
+#: Largest settings file read (a settings table is a few KB; this bounds memory and parse time).
+MAX_SETTINGS_BYTES = 1 << 20
+
+
+def _load_yaml(raw: str, path: Path) -> Any:
+    """``yaml.safe_load`` that refuses aliases: a few hundred bytes of nested aliases ("billion
+    laughs") expand to gigabytes, and a settings file never needs them."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                anchor = self.peek_event().anchor  # type: ignore[no-untyped-call]
+                raise ConfigError(
+                    f"{path} uses a YAML alias (*{anchor!s:.40}); aliases are not allowed in settings files: "
+                    "write the values out"
+                )
+            return super().compose_node(parent, index)
+
+    return yaml.load(raw, Loader=NoAliases) or {}  # a SafeLoader subclass: no Python objects
+
+
 def load_settings_file(path: str | Path) -> Mapping[str, Any]:
     """Parse a ``.toml``, ``.yaml``/``.yml`` or ``.json`` settings file without executing code."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist")
     suffix = path.suffix.lower()
+    size = path.stat().st_size
+    if size > MAX_SETTINGS_BYTES:
+        raise ConfigError(
+            f"Config file {path} is {size:,} bytes; a settings file is at most {MAX_SETTINGS_BYTES:,} bytes"
+        )
     raw = path.read_text(encoding="utf-8")
     try:
         if suffix == ".toml":
@@ -391,9 +420,7 @@ def load_settings_file(path: str | Path) -> Mapping[str, Any]:
                 import tomli as tomllib
             data: Any = tomllib.loads(raw)
         elif suffix in {".yaml", ".yml"}:
-            import yaml
-
-            data = yaml.safe_load(raw) or {}
+            data = _load_yaml(raw, path)
         elif suffix == ".json":
             data = json.loads(raw)
         else:
@@ -424,12 +451,24 @@ def env_values(
     return values
 
 
+def _short_repr(value: Any, limit: int = 120) -> str:
+    """``repr(value)`` cut to ``limit`` characters (an error message never echoes a huge input)."""
+    import reprlib
+
+    bounded = reprlib.Repr()
+    bounded.maxstring = bounded.maxother = limit
+    bounded.maxlist = bounded.maxdict = 6
+    bounded.maxlevel = 2
+    short = bounded.repr(value)
+    return short if len(short) <= limit else short[: limit - 3] + "..."
+
+
 def explain(exc: ValidationError, what: str = "rerank configuration") -> str:
     """A pydantic validation error as one line naming each field, the problem and the value given."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "config"
-        parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+        parts.append(f"{loc:.80}: {err['msg']} (got {_short_repr(err.get('input'))})")
     return f"Invalid {what}: " + "; ".join(parts)
 
 

@@ -114,3 +114,44 @@ def test_the_shipped_scorer_variants_are_valid_settings() -> None:
     # the guard reads every candidate in full (no cascade) and blends with the first-stage rank
     assert (guard.first_stage_weight, guard.cascade_keep) == (0.9, None)
     assert variants["cascade"].cascade_keep == 30
+
+
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path: Path) -> None:
+    """Issue 22 #4: a 1 KB 'billion laughs' file ran 108 s and reached 2.5 GB; now it is refused at once."""
+    import time
+
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 9):
+        prev, cur = chr(ord("a") + i - 1), chr(ord("a") + i)
+        lines.append(f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 9) + "]")
+    lines.append("top_n: *i")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines))
+    assert bomb.stat().st_size < 1024
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="alias"):
+        RerankConfig.from_file(bomb)
+    assert time.perf_counter() - started < 5
+
+
+def test_oversized_settings_files_are_refused(tmp_path: Path) -> None:
+    from rerank_plugins.config import MAX_SETTINGS_BYTES
+
+    big = tmp_path / "big.json"
+    big.write_text('{"top_n": 3, "pad": "' + "x" * MAX_SETTINGS_BYTES + '"}')
+    with pytest.raises(ConfigError, match="at most"):
+        RerankConfig.from_file(big)
+
+
+def test_validation_errors_do_not_echo_huge_inputs() -> None:
+    """Issue 22 #4: explain() bounds the repr of the offending value."""
+    with pytest.raises(ConfigError) as info:
+        RerankConfig.from_mapping({"top_n": "x" * 100_000})
+    assert len(str(info.value)) < 600
+
+
+@pytest.mark.parametrize("weights", [(float("nan"),), (float("inf"),), (-1.0,), (0.0,)])
+def test_member_weights_must_be_finite_non_negative_and_not_all_zero(weights: tuple[float, ...]) -> None:
+    """Issue 22 #11: member_weights=(nan,) passed validation."""
+    with pytest.raises(ConfigError, match="member_weights"):
+        RerankConfig.from_mapping({"scorer": "ensemble", "members": [{}], "member_weights": weights})
