@@ -150,7 +150,8 @@ def merge_candidates(
     First-stage order interleaves the lists by rank (rank 1 of every list, then
     rank 2...), list order breaking ties. Two candidates are duplicates when they
     share an id, or, when either has no id (or ``by_content`` is set), the same
-    text. The first occurrence is kept with the best first-stage score of all
+    non-blank text (candidates with empty or whitespace-only text, such as image
+    nodes, are never merged by content). The first occurrence is kept with the best first-stage score of all
     copies and the union of their sources; later copies are returned as dropped.
     Two candidates with the same id but different texts are *not* duplicates:
     both are kept (and a warning is logged), since dropping one would lose content.
@@ -175,13 +176,17 @@ def merge_candidates(
             target = by_id_and_text.get((c.id, text_key))
             if target is None and c.id in ids_seen:
                 logger.warning("candidates share id %r but differ in text; keeping both", c.id)
-        if target is None and (c.id is None or by_content):
+        # text without content (an image node, an empty Document) says nothing about sameness: such
+        # candidates are merged only by id, never by their (empty) text
+        has_content = bool(c.text.strip())
+        if target is None and has_content and (c.id is None or by_content):
             target = by_text.get(text_key)
         if target is None:
             if c.id is not None:
                 by_id_and_text[(c.id, text_key)] = len(kept)
                 ids_seen.add(c.id)
-            by_text.setdefault(text_key, len(kept))
+            if has_content:
+                by_text.setdefault(text_key, len(kept))
             kept.append(c)
             continue
         if c.id is not None:

@@ -44,6 +44,34 @@ def test_rerank_scores_dedupes_and_keeps_metadata() -> None:
     assert first.metadata["rerank_scoring"] == "whole"
 
 
+def test_empty_documents_with_their_own_ids_and_metadata_are_all_returned() -> None:
+    """Issue 22 #7: two Document("") with different ids were merged and one's metadata lost."""
+    docs = [
+        Document("", id="a", metadata={"image": "a.png"}),
+        Document("", id="b", metadata={"image": "b.png"}),
+        Document("green apples", id="c"),
+    ]
+    out = RerankCompressor(model=OverlapScorer(), top_n=None).compress_documents(docs, "green apples")
+    assert sorted(d.metadata.get("image", "-") for d in out) == ["-", "a.png", "b.png"]
+
+
+def test_returned_documents_share_no_nested_metadata_with_the_callers() -> None:
+    """Issue 22 #11: appending to an output's tags changed the input document."""
+    doc = Document("green apples", id="a", metadata={"tags": ["fruit"], "nested": {"k": [1]}})
+    out = RerankCompressor(model=OverlapScorer()).compress_documents([doc], "green apples")
+    out[0].metadata["tags"].append("changed")
+    out[0].metadata["nested"]["k"].append(2)
+    assert doc.metadata == {"tags": ["fruit"], "nested": {"k": [1]}}
+
+
+def test_numpy_metadata_values_in_the_scored_text() -> None:
+    """Issue 22 #11: text='content_with_metadata' with a numpy value raised a raw ValueError."""
+    np = pytest.importorskip("numpy")
+    doc = Document("green apples", id="a", metadata={"vec": np.array([1.0, 2.0]), "title": "Fruit"})
+    compressor = RerankCompressor(model=OverlapScorer(), config=RerankConfig(text="content_with_metadata"))
+    assert [d.id for d in compressor.compress_documents([doc], "green apples")] == ["a"]
+
+
 def test_callers_documents_are_never_mutated() -> None:
     docs = copy.deepcopy(DOCS)
     compressor = RerankCompressor(model=OverlapScorer(), top_n=3)

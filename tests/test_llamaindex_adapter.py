@@ -76,6 +76,17 @@ def test_callers_nodes_are_never_mutated() -> None:
     assert [n.model_dump() for n in first] == [n.model_dump() for n in second]
 
 
+def test_any_iterable_of_nodes_and_no_shared_nested_metadata() -> None:
+    """Issue 22 #11: a generator of nodes raised TypeError; outputs shared nested metadata with inputs."""
+    tagged = NodeWithScore(node=TextNode(text="green apples are sour", id_="t", metadata={"tags": ["x"]}), score=0.1)
+    post = RerankNodePostprocessor(model=OverlapScorer(), top_n=None)
+    out = post.postprocess_nodes((n for n in [tagged, *nodes()[1:3]]), query_str=QUERY)
+    assert [n.node.node_id for n in out][0] == "t" and len(out) == 3
+    out[0].node.metadata["tags"].append("changed")
+    assert tagged.node.metadata["tags"] == ["x"]
+    assert len(asyncio.run(post.apostprocess_nodes(iter(nodes()), query_str=QUERY))) == 3
+
+
 def test_events_on_every_path(recorder: Recorder) -> None:
     post = RerankNodePostprocessor(model=OverlapScorer(), top_n=2)
     post.postprocess_nodes(nodes(), query_str=QUERY)

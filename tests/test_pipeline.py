@@ -97,6 +97,16 @@ def test_duplicates_without_id_by_content() -> None:
     assert [c.text for c, _ in dropped] == ["same"]
 
 
+def test_candidates_without_text_are_never_merged_by_content() -> None:
+    """Issue 22 #7: image nodes or empty documents are distinct candidates; only a shared id merges them."""
+    merged, dropped = merge_candidates(
+        [[Candidate("img-1", ""), Candidate("img-2", ""), Candidate(None, " "), Candidate(None, " ")]]
+    )
+    assert [c.id for c in merged] == ["img-1", "img-2", None, None] and dropped == []
+    merged, dropped = merge_candidates([[Candidate("img-1", "")], [Candidate("img-1", "", sources=("dense",))]])
+    assert [c.id for c in merged] == ["img-1"] and [r for _, r in dropped] == ["duplicate"]
+
+
 def test_same_text_different_ids_dedupe_is_configurable() -> None:
     items = [Candidate("a", "same"), Candidate("b", "same")]
     assert len(merge_candidates([items])[0]) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -84,8 +85,26 @@ def metadata_prefix(metadata: Mapping[str, Any], keys: Iterable[str]) -> str:
     keys = list(keys)
     if not keys:
         keys = [k for k, v in metadata.items() if isinstance(v, str | int | float) and k not in ADDED_KEYS]
-    lines = [f"{k}: {metadata[k]}" for k in keys if k in metadata and metadata[k] not in (None, "")]
+    lines = [f"{k}: {metadata[k]}" for k in keys if k in metadata and not _blank(metadata[k])]
     return "\n".join(lines)
+
+
+def _blank(value: Any) -> bool:
+    # identity and type checks only: 'value in (None, "")' compares element-wise for numpy arrays and raises
+    return value is None or (isinstance(value, str) and value == "")
+
+
+def copied_metadata(metadata: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``metadata`` with ``extra`` added: a returned item never shares a nested list or dict
+    with the caller's (a value that cannot be deep-copied, such as a lock or a client, is shared as is)."""
+    out: dict[str, Any] = {}
+    for key, value in metadata.items():
+        try:
+            out[key] = copy.deepcopy(value)
+        except Exception:  # an object that refuses to be copied is shared, as a shallow copy would
+            out[key] = value
+    out.update(extra)
+    return out
 
 
 def first_stage_score(metadata: Mapping[str, Any]) -> float | None:

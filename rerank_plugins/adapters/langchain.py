@@ -41,6 +41,7 @@ from rerank_plugins.adapters._common import (  # noqa: E402
     RETRIEVAL_SCORE,
     RETRIEVAL_SOURCES,
     added_metadata,
+    copied_metadata,
     first_stage_score,
     metadata_prefix,
     resolve_adapter_settings,
@@ -124,7 +125,7 @@ class RerankCompressor(BaseDocumentCompressor):
         docs = []
         for r in result.items:
             original: Document = r.candidate.item
-            metadata = {**original.metadata, **added_metadata(r)}
+            metadata = copied_metadata(original.metadata, added_metadata(r))
             docs.append(Document(page_content=original.page_content, metadata=metadata, id=original.id))
         return docs
 
@@ -183,7 +184,7 @@ class HybridRetriever(BaseRetriever):
         out = []
         for hit in self._searcher.search(query, self.k):
             doc = self.documents[hit.position]
-            metadata = {**doc.metadata, RETRIEVAL_SCORE: hit.score, RETRIEVAL_SOURCES: list(hit.sources)}
+            metadata = copied_metadata(doc.metadata, {RETRIEVAL_SCORE: hit.score, RETRIEVAL_SOURCES: list(hit.sources)})
             out.append(Document(page_content=doc.page_content, metadata=metadata, id=doc.id))
         return out
 

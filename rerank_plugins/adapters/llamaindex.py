@@ -32,6 +32,7 @@ from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, Query
 from rerank_plugins.adapters._common import (  # noqa: E402
     RETRIEVAL_SOURCES,
     added_metadata,
+    copied_metadata,
     metadata_prefix,
     resolve_adapter_settings,
     sources_of,
@@ -51,7 +52,7 @@ def _copy_with_metadata(node: BaseNode, extra: dict[str, Any]) -> BaseNode:
     hidden = list(extra)
     return node.model_copy(
         update={
-            "metadata": {**node.metadata, **extra},
+            "metadata": copied_metadata(node.metadata, extra),
             "excluded_llm_metadata_keys": [
                 *node.excluded_llm_metadata_keys,
                 *(k for k in hidden if k not in node.excluded_llm_metadata_keys),
@@ -160,6 +161,7 @@ class RerankNodePostprocessor(BaseNodePostprocessor):
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
+        nodes = list(nodes)  # any iterable of nodes (a generator too)
         query = self._start(nodes, query_bundle).query_str
         out: list[NodeWithScore] = []
         try:
@@ -171,6 +173,7 @@ class RerankNodePostprocessor(BaseNodePostprocessor):
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
+        nodes = list(nodes)  # any iterable of nodes (a generator too)
         query = self._start(nodes, query_bundle).query_str
         out: list[NodeWithScore] = []
         try:
