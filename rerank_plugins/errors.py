@@ -13,6 +13,7 @@ __all__ = [
     "RerankInputError",
     "RerankPluginsError",
     "ScorerOutputError",
+    "ScoringCancelledError",
 ]
 
 
@@ -50,3 +51,7 @@ class ScorerOutputError(RerankPluginsError, RuntimeError):
 
 class ConfigError(RerankPluginsError, ValueError):
     """A configuration file or environment variable could not be read."""
+
+
+class ScoringCancelledError(RerankPluginsError):
+    """The async caller stopped waiting (cancelled, timed out): the batches not yet run were skipped."""

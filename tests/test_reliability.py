@@ -274,3 +274,30 @@ def test_the_bi_encoder_scorer_refuses_pickle_weights_unless_allowed(minilm_dir:
     with pytest.raises(ModelLoadError, match="allow_pickle_weights=True"):
         get_scorer(cfg)
     assert len(get_scorer(cfg.merged(allow_pickle_weights=True)).score([("q", "p")])) == 1
+
+
+def test_cancelled_async_calls_stop_their_queued_batches(tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22 #9: after 10 asyncio.wait_for timeouts the next call waited behind the abandoned batches."""
+    from rerank_plugins.scoring import cross_encoder
+
+    scorer = CrossEncoderScorer(tiny_model, config=CPU, batch_size=1)
+    passes = 0
+    real = cross_encoder._LoadedModel.logits
+
+    def counted(self: object, encoding: object) -> object:
+        nonlocal passes
+        passes += 1
+        return real(self, encoding)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cross_encoder._LoadedModel, "logits", counted)
+    pairs = [("green apples", f"green apples number {i} are sour") for i in range(200)]
+
+    async def main() -> list[float]:
+        for _ in range(10):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(scorer.ascore(pairs), timeout=0.02)
+        return await scorer.ascore(pairs[:1])
+
+    assert len(asyncio.run(main())) == 1
+    # ten abandoned calls of 200 one-pair batches would run 2,000 passes; each stops at its next batch
+    assert passes < 200

@@ -11,14 +11,31 @@ with the number of tokens dropped, or windowed), so nothing is cut silently.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from rerank_plugins.errors import RerankInputError, ScorerOutputError
+from rerank_plugins.errors import RerankInputError, ScorerOutputError, ScoringCancelledError
+
+#: Set (in the worker thread's copied context) by :meth:`Scorer.ascore_detailed` when its caller is cancelled.
+_CANCELLED: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("rerank_cancelled", default=None)
+
+
+def raise_if_cancelled() -> None:
+    """Raise :class:`ScoringCancelledError` when the async call this thread works for was cancelled.
+
+    Scorers call it before each forward pass, so a cancelled or timed-out ``await`` stops its
+    queued batches instead of holding the model for callers that are still waiting.
+    """
+    event = _CANCELLED.get()
+    if event is not None and event.is_set():
+        raise ScoringCancelledError("the caller stopped waiting for these scores; the remaining batches were skipped")
+
 
 __all__ = ["PairNote", "Scorer", "ScoredPairs", "check_pairs", "check_scores"]
 
@@ -144,8 +161,20 @@ class Scorer(ABC):
         return check_scores(self.score_detailed(pairs).scores, len(pairs), self.name)
 
     async def ascore_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
-        """:meth:`score_detailed` in a worker thread, so the event loop keeps running."""
-        return await asyncio.to_thread(self.score_detailed, list(pairs))
+        """:meth:`score_detailed` in a worker thread, so the event loop keeps running.
+
+        Cancelling the await (``asyncio.wait_for`` timing out, a client going away) stops the
+        worker at its next batch: abandoned work does not delay the calls behind it.
+        """
+        event = threading.Event()
+        token = _CANCELLED.set(event)  # asyncio.to_thread copies this context into the worker
+        try:
+            return await asyncio.to_thread(self.score_detailed, list(pairs))
+        except asyncio.CancelledError:
+            event.set()
+            raise
+        finally:
+            _CANCELLED.reset(token)
 
     async def ascore(self, text_pairs: Sequence[tuple[str, str]]) -> list[float]:
         """Async :meth:`score`."""

@@ -26,7 +26,14 @@ from typing import Any, NamedTuple
 from rerank_plugins._extras import require
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.errors import ModelLoadError, RerankInputError
-from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs, check_scores
+from rerank_plugins.scoring.base import (
+    PairNote,
+    ScoredPairs,
+    Scorer,
+    check_pairs,
+    check_scores,
+    raise_if_cancelled,
+)
 from rerank_plugins.scoring.calibration import CALIBRATION_FILE, Calibration, load_calibration
 from rerank_plugins.scoring.identity import model_identity
 
@@ -393,6 +400,7 @@ class CrossEncoderScorer(Scorer):
             torch = lm.torch
             with torch.inference_mode():
                 for idx in token_budget_batches(lengths, self.config.batch_size, self.max_batch_tokens):
+                    raise_if_cancelled()
                     enc = tok(
                         [pairs[i][0] for i in idx],
                         [pairs[i][1] for i in idx],

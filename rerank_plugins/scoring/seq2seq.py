@@ -32,7 +32,7 @@ from typing import Any, Literal
 from rerank_plugins._extras import require
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.errors import ModelLoadError, RerankInputError
-from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs, check_scores
+from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs, check_scores, raise_if_cancelled
 from rerank_plugins.scoring.identity import model_identity
 
 __all__ = ["DuoT5Scorer", "MonoT5Scorer", "RankT5Scorer", "duo_aggregate", "monot5_scores"]
@@ -108,6 +108,7 @@ class _T5:
         rows = []
         with self.lock, torch.inference_mode():
             for start in range(0, len(prompts), batch_size):
+                raise_if_cancelled()
                 chunk = prompts[start : start + batch_size]
                 enc = self.tokenizer(
                     chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
