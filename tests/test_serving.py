@@ -256,3 +256,77 @@ def test_cli_serve_rejects_bad_settings_before_starting(capsys: pytest.CaptureFi
 
     assert main(["serve", "--min-replicas", "2"]) == 2
     assert "min_replicas needs max_replicas" in capsys.readouterr().err
+
+
+def test_openapi_schema_resolves_every_ref_and_documents_the_errors(client: TestClient) -> None:
+    """Issue 22 #11: the schema pointed at an unresolvable #/$defs/_DocumentObject; 413/422 were undocumented."""
+    spec = client.get("/openapi.json").json()
+
+    def refs(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            return [v for k, v in node.items() if k == "$ref"] + [r for v in node.values() for r in refs(v)]
+        if isinstance(node, list):
+            return [r for v in node for r in refs(v)]
+        return []
+
+    for ref in refs(spec):
+        target: Any = spec
+        for part in ref.removeprefix("#/").split("/"):
+            target = target[part]  # raises KeyError for a dangling reference
+    for path in ("/rerank", "/v1/rerank"):
+        assert {"200", "408", "413", "422", "500"} <= set(spec["paths"][path]["post"]["responses"])
+
+
+def test_a_body_trickled_slower_than_the_timeout_gets_408_and_a_closed_connection() -> None:
+    """Issue 22 #10: a client sending its body byte by byte held a connection open for as long as it liked."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    service = RerankService(
+        scorer=OverlapScorer(), raw_scorer=OverlapScorer(), settings=ServeSettings(body_timeout_s=1)
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        body = b'{"query": "cat", "texts": ["a cat", "a dog"]}'
+        conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+        conn.sendall(
+            b"POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        started = time.monotonic()
+        received = b""
+        for byte in body:  # one byte every 0.2 s: 9 s for the whole body
+            try:
+                conn.sendall(bytes([byte]))
+            except OSError:
+                break
+            conn.settimeout(0.2)
+            try:
+                chunk = conn.recv(4096)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            received += chunk
+        conn.settimeout(5)
+        while chunk := conn.recv(4096):
+            received += chunk  # until the server closes the connection
+        elapsed = time.monotonic() - started
+        conn.close()
+        assert received.startswith(b"HTTP/1.1 408"), received[:200]
+        assert elapsed < 8  # well before the body would have finished
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -282,18 +282,60 @@ class RerankService:
             self.metrics.cache_misses.set(st.get("misses", 0))
 
 
-async def _read_body(request: Any, limit: int) -> bytes:
+async def _read_body(request: Any, limit: int, timeout_s: float) -> bytes:
+    import asyncio
+
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ServiceError(413, f"request body of {declared} bytes; this server accepts at most {limit}")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ServiceError(413, f"request body over {limit} bytes; this server accepts at most {limit}")
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    async def collect() -> bytes:
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ServiceError(413, f"request body over {limit} bytes; this server accepts at most {limit}")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(collect(), timeout_s)
+    except asyncio.TimeoutError:
+        raise ServiceError(
+            408, f"the request body did not arrive within {timeout_s:g} s; send it at once", "Timeout"
+        ) from None
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``$defs`` inlined: an OpenAPI document resolves ``$ref``
+    from its own root, where ``#/$defs/...`` does not exist (the request models are not recursive)."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)  # type: ignore[no-any-return]
+
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "error_type": {"type": "string"}, "message": {"type": "string"}},
+    "required": ["error", "error_type", "message"],
+}
+_ERROR_RESPONSES = {
+    "408": "The body did not arrive within body_timeout_s",
+    "413": "Too many documents or too large a body",
+    "422": "The body is not a valid request (the message says which field and why)",
+    "500": "Scoring failed",
+}
 
 
 def _parse(model: type[BaseModel], body: bytes) -> Any:
@@ -331,7 +373,9 @@ def create_app(service: RerankService | None = None, **service_kwargs: Any) -> A
             response = json_response(result)
         except ServiceError as exc:
             status = exc.status
-            response = json_response(exc.body(), status_code=status)
+            # a body that timed out may still be trickling in: close the connection instead of reading it
+            headers = {"Connection": "close"} if status == 408 else None
+            response = json_response(exc.body(), status_code=status, headers=headers)
             if status >= 500:
                 logger.error("%s failed: %s", endpoint, exc.message)
         except Exception as exc:
@@ -344,15 +388,21 @@ def create_app(service: RerankService | None = None, **service_kwargs: Any) -> A
         return response
 
     def schema(model: type[BaseModel]) -> dict[str, Any]:
+        body = _inline_refs(model.model_json_schema())
+        errors = {
+            code: {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+            for code, text in _ERROR_RESPONSES.items()
+        }
         return {
-            "requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+            "responses": errors,
         }
 
     def protocol(path: str, model: type[BaseModel], run: _Handler, name: str, summary: str) -> None:
         @app.post(path, openapi_extra=schema(model), summary=summary, name=name)
         async def route(request: fastapi.Request) -> Any:
             async def work() -> Any:
-                body = await _read_body(request, svc.settings.max_request_bytes)
+                body = await _read_body(request, svc.settings.max_request_bytes, svc.settings.body_timeout_s)
                 return await run(_parse(model, body))
 
             return await handle(path, work)

@@ -64,6 +64,12 @@ class ServeSettings(BaseModel):
     max_documents: int = Field(default=1000, ge=1, description="Most documents (texts) in one request.")
     max_request_bytes: int = Field(default=4_000_000, ge=1024, description="Largest request body accepted.")
     max_query_chars: int = Field(default=4096, ge=1, description="Longest query accepted, in characters.")
+    body_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds a client has to send its whole request body; a slower one gets 408 and its "
+        "connection is closed (a client trickling its body cannot hold a connection open).",
+    )
     auto_truncate: bool = Field(
         default=True,
         description="Cut passages that do not fit max_length when a request does not say `truncate`; "
