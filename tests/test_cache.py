@@ -197,4 +197,5 @@ def test_replaced_weights_get_fresh_scores_from_cache_and_model_cache(tiny_model
     second_scorer = get_scorer(cfg)
     second = second_scorer.score(PAIRS)
     assert second != first
-    assert isinstance(second_scorer, CachedScorer) and second_scorer.stats()["hits"] == 0
+    assert isinstance(second_scorer, CachedScorer)
+    assert second_scorer.stats()["hits"] == 0

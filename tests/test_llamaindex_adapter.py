@@ -81,7 +81,8 @@ def test_any_iterable_of_nodes_and_no_shared_nested_metadata() -> None:
     tagged = NodeWithScore(node=TextNode(text="green apples are sour", id_="t", metadata={"tags": ["x"]}), score=0.1)
     post = RerankNodePostprocessor(model=OverlapScorer(), top_n=None)
     out = post.postprocess_nodes((n for n in [tagged, *nodes()[1:3]]), query_str=QUERY)
-    assert [n.node.node_id for n in out][0] == "t" and len(out) == 3
+    assert next(n.node.node_id for n in out) == "t"
+    assert len(out) == 3
     out[0].node.metadata["tags"].append("changed")
     assert tagged.node.metadata["tags"] == ["x"]
     assert len(asyncio.run(post.apostprocess_nodes(iter(nodes()), query_str=QUERY))) == 3

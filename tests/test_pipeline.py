@@ -102,9 +102,11 @@ def test_candidates_without_text_are_never_merged_by_content() -> None:
     merged, dropped = merge_candidates(
         [[Candidate("img-1", ""), Candidate("img-2", ""), Candidate(None, " "), Candidate(None, " ")]]
     )
-    assert [c.id for c in merged] == ["img-1", "img-2", None, None] and dropped == []
+    assert [c.id for c in merged] == ["img-1", "img-2", None, None]
+    assert dropped == []
     merged, dropped = merge_candidates([[Candidate("img-1", "")], [Candidate("img-1", "", sources=("dense",))]])
-    assert [c.id for c in merged] == ["img-1"] and [r for _, r in dropped] == ["duplicate"]
+    assert [c.id for c in merged] == ["img-1"]
+    assert [r for _, r in dropped] == ["duplicate"]
 
 
 def test_same_text_different_ids_dedupe_is_configurable() -> None:

@@ -292,7 +292,8 @@ def test_score_pairs_claims_an_empty_folder_and_resumes_in_its_own(tmp_path: Pat
     out.mkdir()
     cfg = RerankConfig(model=str(tiny_model), device="cpu")
     first = score_pairs(src, out, cfg, max_rows=0, progress=False)
-    assert (out / "_SCORE_PAIRS.json").is_file() and first["rows_done"] == 0
+    assert (out / "_SCORE_PAIRS.json").is_file()
+    assert first["rows_done"] == 0
     assert score_pairs(src, out, cfg, max_rows=0, progress=False)["rows_total"] == 1  # its own folder: resumed
 
 
