@@ -301,3 +301,37 @@ def test_cancelled_async_calls_stop_their_queued_batches(tiny_model: str, monkey
     assert len(asyncio.run(main())) == 1
     # ten abandoned calls of 200 one-pair batches would run 2,000 passes; each stops at its next batch
     assert passes < 200
+
+
+def _score_in_child(scorer: object, out: object) -> None:
+    try:
+        scorer.score([("q", "p")])  # type: ignore[attr-defined]
+        out.put("scored")  # type: ignore[attr-defined]
+    except Exception as exc:
+        out.put(f"{type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_a_forked_child_gets_a_clear_error_instead_of_hanging(tiny_model: str, backend: str) -> None:
+    """Issue 22 #6: a child forked after the model was loaded hung in the thread pool; now it is told why and what
+    to do, even while the parent holds the model's lock (another thread scoring at the fork)."""
+    import multiprocessing
+
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime")
+    scorer = get_scorer(CPU.merged(model=tiny_model, backend=backend, scorer="windowed"))
+    scorer.score([("q", "warm up")])
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    lm = scorer.inner._loaded  # type: ignore[attr-defined]
+    with lm.lock:  # as if another thread were scoring when the fork happens
+        child = ctx.Process(target=_score_in_child, args=(scorer, out))
+        child.start()
+    child.join(timeout=60)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung
+    message = out.get(timeout=5)
+    assert message.startswith("ModelLoadError")
+    assert "spawn" in message

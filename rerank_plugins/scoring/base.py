@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
+import os
 import re
 import threading
 from abc import ABC, abstractmethod
@@ -20,10 +21,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from rerank_plugins.errors import RerankInputError, ScorerOutputError, ScoringCancelledError
+from rerank_plugins.errors import ModelLoadError, RerankInputError, ScorerOutputError, ScoringCancelledError
 
 #: Set (in the worker thread's copied context) by :meth:`Scorer.ascore_detailed` when its caller is cancelled.
 _CANCELLED: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("rerank_cancelled", default=None)
+
+
+def check_same_process(loaded_in: int, name: str) -> None:
+    """Raise :class:`ModelLoadError` in a process forked after ``name`` was loaded in process ``loaded_in``.
+
+    A forked child inherits the model but not the threads behind it: torch's and ONNX Runtime's
+    thread pools, and any lock another thread held at the fork, are dead copies, so the child
+    would hang at its first forward pass. It gets this error instead.
+    """
+    if os.getpid() != loaded_in:
+        raise ModelLoadError(
+            f"model {name!r} was loaded in process {loaded_in} before this process was forked from it; its "
+            "thread pools and locks do not survive a fork. Start worker processes with the 'spawn' or "
+            "'forkserver' method (multiprocessing.get_context('spawn')), or load the model only in the workers."
+        )
 
 
 def raise_if_cancelled() -> None:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,6 +32,7 @@ from rerank_plugins.scoring.base import (
     ScoredPairs,
     Scorer,
     check_pairs,
+    check_same_process,
     check_scores,
     raise_if_cancelled,
 )
@@ -147,6 +149,11 @@ class _LoadedModel:
     torch: Any
     backend: str = "torch"
     runner: Any = None
+    pid: int = field(default_factory=os.getpid)
+
+    def check_process(self) -> None:
+        """Refuse use in a process forked after the load (before touching its lock or thread pools)."""
+        check_same_process(self.pid, self.name)
 
     def logits(self, encoding: Any) -> Any:
         """Logits of a tokenized batch (torch tensors in, a torch tensor out)."""
@@ -376,6 +383,7 @@ class CrossEncoderScorer(Scorer):
         if not pairs:
             return ScoredPairs([], [])
         lm = self._loaded
+        lm.check_process()
         budget = self.config.max_length
         original_pairs = pairs
         with lm.lock:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +33,15 @@ from typing import Any, Literal
 from rerank_plugins._extras import require
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.errors import ModelLoadError, RerankInputError
-from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs, check_scores, raise_if_cancelled
+from rerank_plugins.scoring.base import (
+    PairNote,
+    ScoredPairs,
+    Scorer,
+    check_pairs,
+    check_same_process,
+    check_scores,
+    raise_if_cancelled,
+)
 from rerank_plugins.scoring.identity import model_identity
 
 __all__ = ["DuoT5Scorer", "MonoT5Scorer", "RankT5Scorer", "duo_aggregate", "monot5_scores"]
@@ -93,6 +102,7 @@ class _T5:
         self.model.eval()
         self.start_id = int(self.model.config.decoder_start_token_id)
         self.lock = threading.Lock()
+        self.pid = os.getpid()
 
     def token_id(self, word: str) -> int:
         ids = self.tokenizer.encode(word, add_special_tokens=False)
@@ -104,6 +114,7 @@ class _T5:
         return int(ids[0])
 
     def first_step_logits(self, prompts: list[str], max_length: int, batch_size: int) -> Any:
+        check_same_process(self.pid, self.name)
         torch = self.torch
         rows = []
         with self.lock, torch.inference_mode():
@@ -119,6 +130,7 @@ class _T5:
 
     def fit(self, text: str, room: int) -> tuple[str, int]:
         """``text`` cut to ``room`` tokens at a token boundary (original characters), and tokens dropped."""
+        check_same_process(self.pid, self.name)
         with self.lock:
             enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets = enc["offset_mapping"]
@@ -129,6 +141,7 @@ class _T5:
         return text[: offsets[room - 1][1]], len(offsets) - room
 
     def count(self, text: str) -> int:
+        check_same_process(self.pid, self.name)
         with self.lock:
             return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 

@@ -122,6 +122,7 @@ class WindowedScorer(Scorer):
         if not pairs:
             return ScoredPairs([], [])
         lm = self.inner._loaded
+        lm.check_process()
         budget = self.inner.config.max_length
         with lm.lock:
             tok = lm.tokenizer
