@@ -89,6 +89,7 @@ def test_cache_selected_from_the_config(tiny_model: str, tmp_path: Path) -> None
     assert (tmp_path / "s.sqlite").is_file()
 
 
+@pytest.mark.hostile
 def test_threads_score_while_another_process_holds_the_store_lock(tmp_path: Path) -> None:
     """Issue 22 #1: a locked store costs a call its persistence, never its scores, and never for good."""
     import sqlite3

@@ -161,6 +161,7 @@ def _li_run(post: object, query: str) -> list[tuple[str, float]]:
     return [(n.node.node_id, n.score) for n in out]
 
 
+@pytest.mark.hostile
 def test_eight_threads_through_both_adapters_match_sequential_runs(tiny_model: str) -> None:
     from rerank_plugins.adapters.langchain import RerankCompressor
     from rerank_plugins.adapters.llamaindex import RerankNodePostprocessor
@@ -186,6 +187,7 @@ def test_eight_threads_through_both_adapters_match_sequential_runs(tiny_model: s
         assert got == expected
 
 
+@pytest.mark.hostile
 def test_hundred_asyncio_tasks_through_both_adapters_match_sequential_runs(tiny_model: str) -> None:
     from langchain_core.documents import Document
     from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
@@ -276,6 +278,7 @@ def test_the_bi_encoder_scorer_refuses_pickle_weights_unless_allowed(minilm_dir:
     assert len(get_scorer(cfg.merged(allow_pickle_weights=True)).score([("q", "p")])) == 1
 
 
+@pytest.mark.hostile
 def test_cancelled_async_calls_stop_their_queued_batches(tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 22 #9: after 10 asyncio.wait_for timeouts the next call waited behind the abandoned batches."""
     from rerank_plugins.scoring import cross_encoder
@@ -311,6 +314,7 @@ def _score_in_child(scorer: object, out: object) -> None:
         out.put(f"{type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_a_forked_child_gets_a_clear_error_instead_of_hanging(tiny_model: str, backend: str) -> None:
     """Issue 22 #6: a child forked after the model was loaded hung in the thread pool; now it is told why and what

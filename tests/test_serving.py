@@ -277,6 +277,7 @@ def test_openapi_schema_resolves_every_ref_and_documents_the_errors(client: Test
         assert {"200", "408", "413", "422", "500"} <= set(spec["paths"][path]["post"]["responses"])
 
 
+@pytest.mark.hostile
 def test_a_body_trickled_slower_than_the_timeout_gets_408_and_a_closed_connection() -> None:
     """Issue 22 #10: a client sending its body byte by byte held a connection open for as long as it liked."""
     import socket

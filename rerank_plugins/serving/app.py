@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from rerank_plugins._extras import require
 from rerank_plugins.config import RerankConfig
@@ -50,9 +50,10 @@ class TEIRequest(BaseModel):
 
     query: str
     texts: list[str]
-    raw_scores: bool = False
-    return_text: bool = False
-    truncate: bool | None = None
+    # strict: a 0 or "yes" is a client bug to report, not a flag to guess
+    raw_scores: StrictBool = False
+    return_text: StrictBool = False
+    truncate: StrictBool | None = None
     truncation_direction: Literal["right", "Right", "left", "Left"] = "right"
 
 
@@ -69,10 +70,10 @@ class CohereRequest(BaseModel):
     query: str
     documents: list[str | _DocumentObject]
     top_n: int | None = Field(default=None, ge=1)
-    return_documents: bool = False
+    return_documents: StrictBool = False
     model: str | None = None
-    raw_scores: bool = False
-    truncate: bool | None = None
+    raw_scores: StrictBool = False
+    truncate: StrictBool | None = None
 
 
 class ServiceError(RerankPluginsError):
@@ -325,6 +326,20 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     return walk(schema)  # type: ignore[no-any-return]
 
 
+def _with_limits(schema: dict[str, Any], settings: ServeSettings) -> dict[str, Any]:
+    """The request schema with what this server checks at run time: a non-blank query of at most
+    ``max_query_chars``, 1 to ``max_documents`` documents, right-side truncation only."""
+    props = schema.get("properties", {})
+    if "query" in props:
+        props["query"].update(minLength=1, maxLength=settings.max_query_chars, pattern=r"\S")
+    for name in ("texts", "documents"):
+        if name in props:
+            props[name].update(minItems=1, maxItems=settings.max_documents)
+    if "truncation_direction" in props:
+        props["truncation_direction"]["enum"] = ["right", "Right"]
+    return schema
+
+
 _ERROR_SCHEMA = {
     "type": "object",
     "properties": {"error": {"type": "string"}, "error_type": {"type": "string"}, "message": {"type": "string"}},
@@ -388,7 +403,7 @@ def create_app(service: RerankService | None = None, **service_kwargs: Any) -> A
         return response
 
     def schema(model: type[BaseModel]) -> dict[str, Any]:
-        body = _inline_refs(model.model_json_schema())
+        body = _with_limits(_inline_refs(model.model_json_schema()), svc.settings)
         errors = {
             code: {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
             for code, text in _ERROR_RESPONSES.items()
@@ -418,7 +433,7 @@ def create_app(service: RerankService | None = None, **service_kwargs: Any) -> A
     async def info() -> Any:
         return svc.info()
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=responses.PlainTextResponse)
     async def metrics() -> Any:
         svc.update_cache_metrics()
         return responses.Response(prom.generate_latest(svc.metrics.registry), media_type=prom.CONTENT_TYPE_LATEST)
