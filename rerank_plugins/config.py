@@ -56,10 +56,12 @@ class RerankConfig(BaseModel):
         default=None,
         description="Base URL of the /rerank server of scorer='remote', e.g. http://127.0.0.1:8080.",
     )
-    remote_protocol: Literal["tei", "cohere"] = Field(
+    remote_protocol: Literal["tei", "infinity", "cohere", "auto"] = Field(
         default="tei",
         description="'tei': POST {url}/rerank {query, texts} (text-embeddings-inference, and ours); "
-        "'cohere': POST {url}/v1/rerank {query, documents} (Cohere, infinity, and ours).",
+        "'infinity': POST {url}/rerank {query, documents} (infinity, and ours); "
+        "'cohere': POST {url}/v1/rerank (ours, Cohere-compatible servers that honour raw_scores); "
+        "'auto': one GET {url}/info decides (a server without it is taken for infinity).",
     )
     remote_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP request, in seconds.")
     remote_retries: int = Field(

@@ -96,15 +96,20 @@ def test_a_slow_server_times_out_within_the_bound_and_is_retried() -> None:
         assert len(hits) == 2  # the first try and one retry
 
 
-@pytest.mark.parametrize("protocol", ["tei", "cohere"])
+def _raw_remote(url: str, protocol: str, **kw: Any) -> RemoteScorer:
+    return RemoteScorer(RerankConfig(scorer="remote", remote_url=url, remote_protocol=protocol, activation="raw", **kw))
+
+
+@pytest.mark.parametrize("protocol", ["tei", "infinity", "cohere", "auto"])
 def test_remote_scores_equal_local_scores_and_requests_respect_the_server_limit(
     server: tuple[str, _Recording], protocol: str
 ) -> None:
     url, recording = server
     recording.calls.clear()
-    remote = RemoteScorer(url=url, protocol=protocol)
+    remote = _raw_remote(url, protocol)
     assert remote.max_documents() == 4  # discovered from GET /info
     assert remote.score(PAIRS) == OverlapScorer().score(PAIRS)
+    assert remote.protocol == ("tei" if protocol == "auto" else protocol)  # ours answers /info like TEI
     assert all(len(call) <= 4 for call in recording.calls)
     assert sum(len(call) for call in recording.calls) == len(PAIRS)
     assert remote.score([]) == []
@@ -112,7 +117,7 @@ def test_remote_scores_equal_local_scores_and_requests_respect_the_server_limit(
 
 
 def test_remote_async_path(server: tuple[str, _Recording]) -> None:
-    remote = RemoteScorer(url=server[0], protocol="cohere", max_documents=3)
+    remote = _raw_remote(server[0], "cohere", remote_max_documents=3)
 
     async def run() -> list[list[float]]:
         return await asyncio.gather(*(remote.ascore(PAIRS) for _ in range(5)))
@@ -169,6 +174,7 @@ def _tei_answer(request: httpx.Request) -> httpx.Response:
 
 
 def _stub_scorer(**kw: Any) -> RemoteScorer:
+    kw.setdefault("activation", "raw")  # the stub's scores are lengths: compare them as they are
     cfg = RerankConfig(scorer="remote", remote_url=STUB, remote_max_documents=2, **kw)
     scorer = RemoteScorer(cfg)
     scorer._delay = lambda attempt: 0.0  # type: ignore[method-assign]  # no real sleeping in tests
@@ -233,7 +239,8 @@ def test_split_by_query_and_size_keeps_input_order() -> None:
 
     sent = [json.loads(c.request.content) for c in route.calls]
     assert [(b["query"], len(b["texts"])) for b in sent] == [("q1", 2), ("q1", 1), ("q2", 2)]
-    assert all(b["truncate"] is True and b["raw_scores"] is False for b in sent)
+    assert all(b["truncate"] is True for b in sent)
+    assert all(b["raw_scores"] is True for b in sent)  # logits always; the activation is applied here
 
 
 @respx.mock
@@ -252,3 +259,44 @@ def test_without_info_endpoint_the_default_split_is_32() -> None:
     scorer = RemoteScorer(url=STUB)
     scorer.score([("q", str(i)) for i in range(40)])
     assert route.call_count == 2
+
+
+@respx.mock
+def test_the_activation_is_applied_locally_to_the_servers_logits() -> None:
+    """Issue 23 #8: one scale whatever the server; the scorer says which."""
+    import math
+
+    respx.post(f"{STUB}/rerank").mock(side_effect=_tei_answer)
+    sig = _stub_scorer(activation="sigmoid")
+    assert sig.score([("q", "abc"), ("q", "a")]) == pytest.approx([1 / (1 + math.exp(-3)), 1 / (1 + math.exp(-1))])
+    assert sig.score_kind == "sigmoid"
+    assert _stub_scorer().score_kind == "raw"
+
+
+@pytest.mark.parametrize("code", [404, 405])
+@respx.mock
+def test_a_missing_endpoint_is_a_configuration_error_naming_url_and_protocol(code: int) -> None:
+    """Issue 23 #2: a 404 was raised as RerankInputError ('refused the request')."""
+    respx.post(f"{STUB}/v1/rerank").mock(return_value=httpx.Response(code, json={"detail": "Not Found"}))
+    with pytest.raises(ConfigError, match=r"no cohere rerank endpoint.*remote_url='http://tei.stub'"):
+        _stub_scorer(remote_protocol="cohere").score([("q", "a")])
+
+
+@respx.mock
+def test_auto_takes_a_server_without_info_for_infinity() -> None:
+    """Issue 23 #2: infinity serves POST /rerank {query, documents} and has no /info."""
+    import json
+
+    respx.get(f"{STUB}/info").mock(return_value=httpx.Response(404))
+
+    def infinity(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        results = [{"index": i, "relevance_score": float(len(d))} for i, d in enumerate(body["documents"])]
+        usage = {"prompt_tokens": 3, "total_tokens": 3}
+        return httpx.Response(200, json={"results": results, "model": "m", "usage": usage, "object": "rerank"})
+
+    route = respx.post(f"{STUB}/rerank").mock(side_effect=infinity)
+    scorer = _stub_scorer(remote_protocol="auto")
+    assert scorer.score([("q", "abc"), ("q", "a")]) == [3.0, 1.0]
+    assert scorer.protocol == "infinity"
+    assert "documents" in json.loads(route.calls[0].request.content)

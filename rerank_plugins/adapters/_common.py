@@ -22,9 +22,11 @@ RERANK_QUERY_DROPPED_TOKENS = "rerank_query_dropped_tokens"
 RERANK_WINDOWS = "rerank_windows"
 RERANK_RANK_SCORE = "rerank_rank_score"
 RERANK_CASCADE_SCORE = "rerank_cascade_score"
+RELEVANCE_SCORE_KIND = "relevance_score_kind"
 
 ADDED_KEYS = (
     RELEVANCE_SCORE,
+    RELEVANCE_SCORE_KIND,
     RETRIEVAL_SCORE,
     RETRIEVAL_RANK,
     RETRIEVAL_SOURCES,
@@ -125,10 +127,11 @@ def sources_of(metadata: Mapping[str, Any]) -> tuple[str, ...]:
     return ()
 
 
-def added_metadata(r: RankedCandidate) -> dict[str, Any]:
-    """The keys an adapter adds to a returned item's metadata."""
+def added_metadata(r: RankedCandidate, score_kind: str) -> dict[str, Any]:
+    """The keys an adapter adds to a returned item's metadata (``score_kind``: the scorer's scale)."""
     out: dict[str, Any] = {
         RELEVANCE_SCORE: r.score,
+        RELEVANCE_SCORE_KIND: score_kind if r.score is not None else None,
         RETRIEVAL_SCORE: r.candidate.first_stage_score,
         RETRIEVAL_RANK: r.first_stage_rank,
         RETRIEVAL_SOURCES: list(r.candidate.sources),

@@ -120,12 +120,11 @@ class RerankCompressor(BaseDocumentCompressor):
             out.append(Candidate(doc.id, text, doc, first_stage_score(doc.metadata), sources_of(doc.metadata)))
         return out
 
-    @staticmethod
-    def _documents(result: RerankResult) -> list[Document]:
+    def _documents(self, result: RerankResult) -> list[Document]:
         docs = []
         for r in result.items:
             original: Document = r.candidate.item
-            metadata = copied_metadata(original.metadata, added_metadata(r))
+            metadata = copied_metadata(original.metadata, added_metadata(r, self._scorer.score_kind))
             docs.append(Document(page_content=original.page_content, metadata=metadata, id=original.id))
         return docs
 

@@ -136,12 +136,11 @@ class RerankNodePostprocessor(BaseNodePostprocessor):
             out.append(Candidate(node.node_id, self._text(node), nws, nws.score, sources))
         return out
 
-    @staticmethod
-    def _nodes(result: RerankResult) -> list[NodeWithScore]:
+    def _nodes(self, result: RerankResult) -> list[NodeWithScore]:
         out = []
         for r in result.items:
             original: NodeWithScore = r.candidate.item
-            node = _copy_with_metadata(original.node, added_metadata(r))
+            node = _copy_with_metadata(original.node, added_metadata(r, self._scorer.score_kind))
             out.append(NodeWithScore(node=node, score=r.score))
         return out
 

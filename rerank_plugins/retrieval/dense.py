@@ -135,6 +135,10 @@ class BiEncoderScorer(Scorer):
     def fingerprint(self) -> str:
         return self._identity
 
+    @property
+    def score_kind(self) -> str:
+        return "cosine"
+
     def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
         pairs = check_pairs(pairs)
         if not pairs:

@@ -167,6 +167,19 @@ class Scorer(ABC):
         include the identity of their model files."""
         return ""
 
+    @property
+    def score_kind(self) -> str:
+        """The scale of the scores: 'calibrated' (probabilities fitted on labelled data), 'sigmoid'
+        (of the logit), 'raw' (logits), 'probability' (a model's own softmax), 'rank' (normalised
+        ranks of an ensemble) or 'unknown'. Adapters and the server report it as
+        ``relevance_score_kind``, so a threshold is read on the right scale."""
+        inner = getattr(self, "inner", None)
+        return inner.score_kind if isinstance(inner, Scorer) else "unknown"
+
+    def count_tokens(self, texts: Sequence[str]) -> int | None:
+        """Tokens of ``texts`` under the model's tokenizer, or None when the scorer has none to count with."""
+        return None
+
     @abstractmethod
     def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
         """Scores and notes for ``pairs``, in input order."""

@@ -96,6 +96,9 @@ class CachedScorer(Scorer):
     def fingerprint(self) -> str:
         return self._prefix
 
+    def count_tokens(self, texts: Sequence[str]) -> int | None:
+        return self.inner.count_tokens(texts)
+
     def _open(self, path: Path) -> sqlite3.Connection | None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -334,6 +334,20 @@ class CrossEncoderScorer(Scorer):
         return f"{model_identity(self.name)}|{self.config.max_length}|{self._logit_mapping}"
 
     @property
+    def score_kind(self) -> str:
+        if self.config.activation == "raw":
+            return "raw"
+        return "calibrated" if self.calibration is not None else "sigmoid"
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens of ``texts`` under this model's tokenizer (without special tokens)."""
+        lm = self._loaded
+        lm.check_process()
+        with lm.lock:
+            ids = lm.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        return sum(len(x) for x in ids)
+
+    @property
     def _logit_mapping(self) -> str:
         cal = self.calibration
         activation = "raw" if self.config.activation == "raw" else f"platt({cal.a},{cal.b})" if cal else "sigmoid"

@@ -76,6 +76,13 @@ class EnsembleScorer(Scorer):
         self.set_dependent = normalize == "rank" or any(m.set_dependent for m in self.members)
 
     @property
+    def score_kind(self) -> str:
+        if self.normalize == "rank":
+            return "rank"
+        kinds = {m.score_kind for m in self.members}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+
+    @property
     def fingerprint(self) -> str:
         parts = ",".join(f"{m.name}:{m.fingerprint}:{w}" for m, w in zip(self.members, self.weights, strict=True))
         return f"{self.normalize}|{parts}"

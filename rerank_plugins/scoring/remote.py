@@ -7,9 +7,16 @@ HTTP client (httpx, sync and async). Connection errors, timeouts, 429 and 5xx an
 retried with exponential backoff; a 4xx is the caller's mistake and raised at once with the
 server's message. The answer is checked: every passage gets exactly one finite score.
 
-Scores are whatever the server's model returns: TEI's ``raw_scores`` is sent when the
-activation is 'raw'; otherwise the server applies its own normalisation. A remote server
-does not say whether it truncated a passage, so notes say "whole".
+Protocols: ``tei`` (``POST /rerank {query, texts}``: text-embeddings-inference and ours),
+``infinity`` (``POST /rerank {query, documents}``: infinity and ours), ``cohere``
+(``POST /v1/rerank``: ours and Cohere-compatible servers), and ``auto``, which asks the
+server's ``GET /info`` once (ours and TEI answer it; a server without it is taken for
+infinity). A 404 or 405 is a configuration error naming the URL and the protocol.
+
+Scores have one scale whatever the server: the raw logits are asked for (``raw_scores``) and
+the configured activation is applied here: 'raw' keeps them, anything else takes their
+sigmoid (a remote model's calibration is not known here; ``score_kind`` says which scale).
+A remote server does not say whether it truncated a passage, so notes say "whole".
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -26,7 +34,7 @@ from typing import Any
 
 from rerank_plugins._extras import require
 from rerank_plugins.config import RerankConfig
-from rerank_plugins.errors import RerankInputError, RerankPluginsError, ScorerOutputError
+from rerank_plugins.errors import ConfigError, RerankInputError, RerankPluginsError, ScorerOutputError
 from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs
 
 __all__ = ["RemoteScorer", "RemoteScorerError"]
@@ -92,10 +100,9 @@ class RemoteScorer(Scorer):
         self.config = base.merged(**overrides)
         self.httpx = require("httpx", "RemoteScorer", extra="remote")
         self.url = str(self.config.remote_url).rstrip("/")
-        self.protocol = self.config.remote_protocol
-        self.endpoint = self.url + ("/rerank" if self.protocol == "tei" else "/v1/rerank")
+        self._protocol: str | None = None if self.config.remote_protocol == "auto" else self.config.remote_protocol
         self.name = f"remote:{self.url}"
-        self._identity = f"{self.protocol}|{self.config.model or ''}|{self.config.activation}"
+        self._identity = f"{self.config.remote_protocol}|{self.config.model or ''}|{self.score_kind}"
         self.retries = self.config.remote_retries
         self._max_documents = self.config.remote_max_documents
         self._transport = transport
@@ -105,6 +112,44 @@ class RemoteScorer(Scorer):
         self._lock = threading.Lock()
         self.requests_sent = 0
         self.retried = 0
+
+    @property
+    def protocol(self) -> str:
+        """The protocol in use ('auto' resolved by one ``GET /info`` on first use)."""
+        if self._protocol is None:
+            self._protocol = self._probe()
+        return self._protocol
+
+    @property
+    def endpoint(self) -> str:
+        return self.url + ("/v1/rerank" if self.protocol == "cohere" else "/rerank")
+
+    @property
+    def score_kind(self) -> str:
+        return "raw" if self.config.activation == "raw" else "sigmoid"
+
+    def _probe(self) -> str:
+        """'tei' for a server whose /info names TEI's protocol (ours does too), 'infinity' for one without /info."""
+        try:
+            info = self._sync_client().get(self.url + "/info")
+        except self.httpx.TransportError as exc:
+            raise RemoteScorerError(
+                f"remote_protocol='auto' could not ask {self.url}/info ({type(exc).__name__}: {exc}); "
+                "check the URL, or set remote_protocol to 'tei', 'infinity' or 'cohere'"
+            ) from exc
+        if info.status_code == 200:
+            try:
+                body = info.json()
+            except ValueError:
+                body = None
+            if isinstance(body, dict) and ("model_type" in body or "protocols" in body):
+                protocols = body.get("protocols") or ["tei:/rerank"]
+                if any(str(p).startswith("tei") for p in protocols):
+                    return "tei"
+                return "infinity" if any(str(p).startswith("infinity") for p in protocols) else "cohere"
+        logger.info("%s/info answered %s: taking the server for infinity (POST /rerank {query, documents})",
+                    self.url, info.status_code)  # fmt: skip
+        return "infinity"
 
     # ------------------------------------------------------------------ clients
 
@@ -160,15 +205,18 @@ class RemoteScorer(Scorer):
         return self._max_documents
 
     def _body(self, query: str, texts: list[str]) -> dict[str, Any]:
-        raw = self.config.activation == "raw"
+        # always the logits: the activation is applied here, so every server gives the same scale
         if self.protocol == "tei":
-            return {"query": query, "texts": texts, "raw_scores": raw, "truncate": True}
-        body: dict[str, Any] = {"query": query, "documents": texts, "return_documents": False}
-        if raw:
-            body["raw_scores"] = True
+            return {"query": query, "texts": texts, "raw_scores": True, "truncate": True}
+        body: dict[str, Any] = {"query": query, "documents": texts, "return_documents": False, "raw_scores": True}
         if self.config.model is not None:
             body["model"] = self.config.model
         return body
+
+    def _activate(self, scores: list[float]) -> list[float]:
+        if self.config.activation == "raw":
+            return scores
+        return [1.0 / (1.0 + math.exp(-s)) if s >= 0 else math.exp(s) / (1.0 + math.exp(s)) for s in scores]
 
     def _parse(self, payload: Any, n: int) -> list[float]:
         items = payload if self.protocol == "tei" else payload.get("results") if isinstance(payload, dict) else None
@@ -192,7 +240,7 @@ class RemoteScorer(Scorer):
                 f"{self.endpoint} returned no score for {len(missing)} of {n} passages (first: {missing[0]}); "
                 "is top_n set on the server side?"
             )
-        return [float(s) for s in scores if s is not None]
+        return self._activate([float(s) for s in scores if s is not None])
 
     def _json(self, response: Any) -> Any:
         try:
@@ -209,6 +257,12 @@ class RemoteScorer(Scorer):
             return True
         if code in _RETRY_STATUS or code >= 500:
             return False
+        if code in (404, 405):
+            raise ConfigError(
+                f"{self.endpoint} answered {code}: there is no {self.protocol} rerank endpoint at remote_url="
+                f"{self.url!r}. Check the URL and remote_protocol ('tei': POST /rerank {{query, texts}}; "
+                "'infinity': POST /rerank {query, documents}; 'cohere': POST /v1/rerank; 'auto' asks GET /info)"
+            )
         raise RerankInputError(f"{self.endpoint} refused the request ({code}): {_error_text(response)}")
 
     def _give_up(self, attempts: int, last: str) -> RemoteScorerError:

@@ -173,6 +173,10 @@ class MonoT5Scorer(Scorer):
         self.true_id, self.false_id = self._t5.token_id(tokens[0]), self._t5.token_id(tokens[1])
 
     @property
+    def score_kind(self) -> str:
+        return "probability" if self.mode == "prob" else "log_prob"  # p(true), or its log
+
+    @property
     def fingerprint(self) -> str:
         """Settings that change a score (a cache key part)."""
         kind = f"{type(self).__name__}|{self.mode}|{self.true_id},{self.false_id}"
@@ -212,6 +216,10 @@ class RankT5Scorer(MonoT5Scorer):
         config: Settings.
         token: The scoring token (RankT5 checkpoints use an unused vocabulary entry).
     """
+
+    @property
+    def score_kind(self) -> str:
+        return "raw"  # one logit
 
     def __init__(self, config: RerankConfig | None = None, *, token: str = "true", **overrides: Any) -> None:
         super().__init__(config, tokens=(token, token), **overrides)
@@ -255,6 +263,10 @@ class DuoT5Scorer(Scorer):
         self._t5 = _T5(self.config)
         self.true_id, self.false_id = self._t5.token_id(tokens[0]), self._t5.token_id(tokens[1])
         self.name = f"duo({first.name} -> {self._t5.name})"
+
+    @property
+    def score_kind(self) -> str:
+        return "duo"  # the top_k ordered by duoT5's pairwise preferences, placed above the rest
 
     def _prefs(self, query: str, docs: list[str]) -> list[list[float]]:
         fixed = self._t5.count(self.template.format(query="", a="", b="")) + 1

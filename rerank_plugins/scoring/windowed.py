@@ -112,6 +112,9 @@ class WindowedScorer(Scorer):
         """The inner cross-encoder's device."""
         return self.inner.device
 
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        return self.inner.count_tokens(texts)
+
     @property
     def fingerprint(self) -> str:
         """Settings that change a score (a cache key part)."""

@@ -17,11 +17,13 @@ batched together.
 
 # No ``from __future__ import annotations`` here: FastAPI reads the route annotations at run time,
 # and fastapi is imported inside create_app (it is an optional extra).
+import json
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
@@ -57,23 +59,57 @@ class TEIRequest(BaseModel):
     truncation_direction: Literal["right", "Right", "left", "Left"] = "right"
 
 
-class _DocumentObject(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    text: str
-
-
 class CohereRequest(BaseModel):
-    """Body of the Cohere / infinity ``POST /v1/rerank``."""
+    """Body of Cohere's ``POST /v1/rerank`` and ``POST /v2/rerank``, and of infinity's ``POST /rerank``.
+
+    A document is a string, or an object: its ``rank_fields`` (Cohere v1) are read as
+    ``field: value`` lines (a document with none of them reads as empty text and ranks low);
+    without ``rank_fields``, its ``text`` field, else all of its fields.
+    """
 
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
     query: str
-    documents: list[str | _DocumentObject]
+    documents: list[str | dict[str, Any]]
     top_n: int | None = Field(default=None, ge=1)
+    rank_fields: list[str] | None = None
     return_documents: StrictBool = False
     model: str | None = None
     raw_scores: StrictBool = False
     truncate: StrictBool | None = None
+    max_tokens_per_doc: int | None = Field(default=None, ge=1)
+
+
+def document_text(doc: str | dict[str, Any], rank_fields: list[str] | None) -> str:
+    """The text scored for one Cohere / infinity document.
+
+    Example:
+        >>> document_text({"title": "Cats", "text": "A cat is a pet.", "year": 2020}, ["title", "text"])
+        'title: Cats\\ntext: A cat is a pet.'
+        >>> document_text({"text": "A cat is a pet.", "id": 7}, None)
+        'A cat is a pet.'
+        >>> document_text({"title": "Cats", "year": 2020}, None)
+        'title: Cats\\nyear: 2020'
+    """
+    if isinstance(doc, str):
+        return doc
+    if rank_fields:
+        return "\n".join(f"{f}: {_field(doc[f])}" for f in rank_fields if f in doc)
+    if isinstance(doc.get("text"), str):
+        return str(doc["text"])
+    return "\n".join(f"{k}: {_field(v)}" for k, v in doc.items())
+
+
+def _field(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def public_model_name(name: str) -> str:
+    """``name`` as shown to clients: a local path becomes its folder's name (a hub id stays as it is)."""
+    path = Path(name).expanduser()
+    if path.is_absolute() or path.exists():
+        return path.resolve().name or name
+    return name
 
 
 class ServiceError(RerankPluginsError):
@@ -241,8 +277,9 @@ class RerankService:
             out.append(item)
         return out
 
-    async def cohere(self, req: CohereRequest) -> dict[str, Any]:
-        texts = [d if isinstance(d, str) else d.text for d in req.documents]
+    async def cohere(self, req: CohereRequest, version: str = "1") -> dict[str, Any]:
+        """Cohere v1/v2 and infinity: the same request fields, one answer every client parses."""
+        texts = [document_text(d, req.rank_fields) for d in req.documents]
         scores = await self._score(req.query, texts, req.raw_scores, req.truncate)
         order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
         if req.top_n is not None:
@@ -253,26 +290,51 @@ class RerankService:
             if req.return_documents:
                 item["document"] = {"text": texts[i]}
             results.append(item)
+        tokens = self.count_tokens(req.query, texts)
         return {
             "id": str(uuid.uuid4()),
             "object": "rerank",
-            "model": req.model or self.scorer.name,
+            "created": int(time.time()),
+            "model": req.model or self.model_name,
             "results": results,
-            "meta": {"api_version": {"version": "1"}, "billed_units": {"search_units": 1}},
-            "usage": {"documents": len(texts)},
+            "meta": {"api_version": {"version": version}, "billed_units": {"search_units": 1}},
+            # infinity's clients read prompt_tokens/total_tokens; "documents" kept for older readers of this server
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "documents": len(texts)},
+            "relevance_score_kind": self.score_kind(req.raw_scores),
         }
+
+    async def rerank(self, req: TEIRequest | CohereRequest) -> Any:
+        """``POST /rerank``: a TEI body (``texts``) gets TEI's answer, an infinity body (``documents``) infinity's."""
+        return await (self.tei(req) if isinstance(req, TEIRequest) else self.cohere(req))
+
+    @property
+    def model_name(self) -> str:
+        """The model's name for clients: a local folder's name, never the server's file system path."""
+        return public_model_name(self.scorer.name)
+
+    def score_kind(self, raw: bool) -> str:
+        """The scale of the scores: 'raw' logits, 'calibrated' probabilities or the 'sigmoid' of the logit."""
+        if raw:
+            return "raw"
+        return self.scorer.score_kind
+
+    def count_tokens(self, query: str, texts: list[str]) -> int:
+        """Tokens of the query and the texts (the scorer's tokenizer when it has one, else words)."""
+        counted = self.scorer.count_tokens([query, *texts])
+        return counted if counted is not None else sum(len(t.split()) for t in [query, *texts])
 
     def info(self) -> dict[str, Any]:
         s = self.settings
         return {
-            "model_id": self.scorer.name,
+            "model_id": self.model_name,
             "model_type": {"reranker": {}},
             "max_client_batch_size": s.max_documents,
             "max_input_length": self.config.max_length,
             "max_request_bytes": s.max_request_bytes,
             "max_query_chars": s.max_query_chars,
             "auto_truncate": s.auto_truncate,
-            "protocols": ["tei:/rerank", "cohere:/v1/rerank"],
+            "relevance_score_kind": self.score_kind(False),
+            "protocols": ["tei:/rerank", "infinity:/rerank", "cohere:/v1/rerank", "cohere:/v2/rerank"],
         }
 
     def update_cache_metrics(self) -> None:
@@ -353,9 +415,15 @@ _ERROR_RESPONSES = {
 }
 
 
-def _parse(model: type[BaseModel], body: bytes) -> Any:
+def _parse(model: type[BaseModel] | tuple[type[BaseModel], type[BaseModel]], body: bytes) -> Any:
     if not body.strip():
         raise ServiceError(422, "empty request body; send a JSON object")
+    if isinstance(model, tuple):  # /rerank: a TEI body names 'texts', an infinity body 'documents'
+        try:
+            keys = json.loads(body)
+        except ValueError:
+            keys = {}
+        model = model[1] if isinstance(keys, dict) and "documents" in keys and "texts" not in keys else model[0]
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
@@ -402,8 +470,10 @@ def create_app(service: RerankService | None = None, **service_kwargs: Any) -> A
         svc.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
         return response
 
-    def schema(model: type[BaseModel]) -> dict[str, Any]:
-        body = _with_limits(_inline_refs(model.model_json_schema()), svc.settings)
+    def schema(model: type[BaseModel] | tuple[type[BaseModel], type[BaseModel]]) -> dict[str, Any]:
+        models = model if isinstance(model, tuple) else (model,)
+        bodies = [_with_limits(_inline_refs(m.model_json_schema()), svc.settings) for m in models]
+        body = bodies[0] if len(bodies) == 1 else {"anyOf": bodies}
         errors = {
             code: {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
             for code, text in _ERROR_RESPONSES.items()
@@ -413,7 +483,13 @@ def create_app(service: RerankService | None = None, **service_kwargs: Any) -> A
             "responses": errors,
         }
 
-    def protocol(path: str, model: type[BaseModel], run: _Handler, name: str, summary: str) -> None:
+    def protocol(
+        path: str,
+        model: type[BaseModel] | tuple[type[BaseModel], type[BaseModel]],
+        run: _Handler,
+        name: str,
+        summary: str,
+    ) -> None:
         @app.post(path, openapi_extra=schema(model), summary=summary, name=name)
         async def route(request: fastapi.Request) -> Any:
             async def work() -> Any:
@@ -422,12 +498,22 @@ def create_app(service: RerankService | None = None, **service_kwargs: Any) -> A
 
             return await handle(path, work)
 
-    protocol("/rerank", TEIRequest, svc.tei, "rerank_tei", "text-embeddings-inference rerank")
-    protocol("/v1/rerank", CohereRequest, svc.cohere, "rerank_cohere", "Cohere / infinity rerank")
+    async def cohere_v2(req: CohereRequest) -> Any:
+        return await svc.cohere(req, version="2")
+
+    protocol(
+        "/rerank",
+        (TEIRequest, CohereRequest),
+        svc.rerank,
+        "rerank_tei_infinity",
+        "text-embeddings-inference (texts) or infinity (documents) rerank",
+    )
+    protocol("/v1/rerank", CohereRequest, svc.cohere, "rerank_cohere", "Cohere v1 rerank")
+    protocol("/v2/rerank", CohereRequest, cohere_v2, "rerank_cohere_v2", "Cohere v2 rerank")
 
     @app.get("/health")
     async def health() -> Any:
-        return {"status": "ok", "model": svc.scorer.name, "uptime_s": round(time.time() - svc.started, 1)}
+        return {"status": "ok", "model": svc.model_name, "uptime_s": round(time.time() - svc.started, 1)}
 
     @app.get("/info")
     async def info() -> Any:
