@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from rerank_plugins.config import RerankConfig, load_settings_file
+from rerank_plugins.config import RerankConfig, load_settings_file, rerank_section
 from rerank_plugins.errors import RerankPluginsError
 
 __all__ = ["main"]
@@ -34,8 +34,8 @@ def _quiet_frameworks() -> None:
 
 
 def _config_from_args(args: argparse.Namespace) -> RerankConfig:
-    base = RerankConfig.from_file(args.config) if getattr(args, "config", None) else RerankConfig()
-    base = RerankConfig.from_env(base=base)
+    # flags > settings file > RERANK_PLUGINS_* variables > defaults, as in the adapters
+    base = RerankConfig.from_file(args.config) if getattr(args, "config", None) else None
     overrides: dict[str, Any] = {}
     for field, attr in (
         ("model", "model"),
@@ -48,7 +48,7 @@ def _config_from_args(args: argparse.Namespace) -> RerankConfig:
         value = getattr(args, attr, None)
         if value is not None:
             overrides[field] = value
-    return base.merged(**overrides) if overrides else base
+    return RerankConfig.resolve(base, **overrides)
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -88,6 +88,18 @@ def _read_passages(stream: TextIO, fmt: str) -> list[dict[str, Any]]:
     return records
 
 
+def _text_of(record: dict[str, Any], cfg: RerankConfig) -> Any:
+    """The text scored for one input record: ``text``, after its other fields' lines when
+    ``text='content_with_metadata'`` (all of them, or ``metadata_keys``), as the adapters do."""
+    text = record["text"]
+    if cfg.text != "content_with_metadata" or not isinstance(text, str):
+        return text
+    from rerank_plugins.adapters._common import metadata_prefix
+
+    prefix = metadata_prefix({k: v for k, v in record.items() if k not in ("id", "text")}, cfg.metadata_keys)
+    return f"{prefix}\n{text}" if prefix else text
+
+
 def _cmd_rerank(args: argparse.Namespace) -> int:
     from rerank_plugins.pipeline import Candidate, rerank_candidates
     from rerank_plugins.scoring.cross_encoder import get_scorer
@@ -101,12 +113,14 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
                 records = _read_passages(fh, args.format)
         except FileNotFoundError as exc:
             raise RerankPluginsError(f"input file {args.input} does not exist") from exc
-    candidates = [Candidate(str(r["id"]) if r.get("id") is not None else None, r["text"], r) for r in records]
-    result = rerank_candidates(args.query, candidates, get_scorer(cfg), cfg)
+    candidates = [Candidate(str(r["id"]) if r.get("id") is not None else None, _text_of(r, cfg), r) for r in records]
+    scorer = get_scorer(cfg)
+    result = rerank_candidates(args.query, candidates, scorer, cfg)
     out = sys.stdout
     for r in result.items:
         rec = dict(r.candidate.item)
         rec.update({"score": r.score, "rank": r.rank, "first_stage_rank": r.first_stage_rank, "scoring": r.note.how})
+        rec["score_kind"] = scorer.score_kind if r.score is not None else None
         out.write(json.dumps(rec, ensure_ascii=False) + "\n")
     logger.info("counts: %s", result.counts)
     return 0
@@ -264,12 +278,11 @@ def _serve_config(args: argparse.Namespace) -> tuple[RerankConfig, Any]:
     from rerank_plugins.serving.settings import ServeSettings
 
     data: dict[str, Any] = dict(load_settings_file(args.config)) if args.config else {}
-    table = data.pop("serve", None) or {}
-    rerank = RerankConfig.from_mapping(data) if data else RerankConfig()
-    rerank = RerankConfig.from_env(base=rerank)
+    table = data.get("serve") or {}
+    own = rerank_section(data)
     overrides = {f: getattr(args, f) for f in ("model", "device", "batch_size", "max_length") if getattr(args, f, None)}
-    if overrides:
-        rerank = rerank.merged(**overrides)
+    # flags > settings file > RERANK_PLUGINS_* variables > defaults, as everywhere
+    rerank = RerankConfig.resolve(RerankConfig.from_mapping(own) if own else None, **overrides)
     settings = ServeSettings.from_sources(
         table,
         os.environ,

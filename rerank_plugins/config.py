@@ -341,8 +341,32 @@ class RerankConfig(BaseModel):
 
     @classmethod
     def from_file(cls, path: str | Path) -> RerankConfig:
-        """Read a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file (safe parsers only)."""
-        return cls.from_mapping(load_settings_file(path))
+        """Read a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file (safe parsers only).
+
+        The rerank settings sit at the top level; tables of other tools (``[serve]``, ``[tool.x]``...)
+        are left to them. An unknown top-level setting is still an error (a typo must not pass).
+        """
+        return cls.from_mapping(rerank_section(load_settings_file(path)))
+
+    @classmethod
+    def resolve(
+        cls, config: RerankConfig | None = None, *, environ: Mapping[str, str] | None = None, **keywords: Any
+    ) -> RerankConfig:
+        """The settings in force: ``keywords`` > ``config`` (its explicitly set fields) > ``RERANK_PLUGINS_*``
+        environment variables > defaults. The adapters, the CLI and the server all resolve this way.
+
+        Example:
+            >>> RerankConfig.resolve(RerankConfig(top_n=3), environ={"RERANK_PLUGINS_TOP_N": "1"}).top_n
+            3
+            >>> RerankConfig.resolve(environ={"RERANK_PLUGINS_METADATA_KEYS": "title,src"}).metadata_keys
+            ('title', 'src')
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = env_values(environ, ENV_PREFIX, cls.model_fields, skip=ENV_PREFIX + "SERVE_")
+        if config is not None:
+            values.update(config.model_dump(exclude_unset=True))
+        values.update(keywords)
+        return cls.from_mapping(values)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, base: RerankConfig | None = None) -> RerankConfig:
@@ -402,6 +426,12 @@ def _load_yaml(raw: str, path: Path) -> Any:
     return yaml.load(raw, Loader=NoAliases) or {}  # a SafeLoader subclass: no Python objects
 
 
+def rerank_section(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The rerank settings of a settings file: its top level without other tools' tables."""
+    own = set(RerankConfig.model_fields) | {"rerank", "rerank_plugins"}
+    return {k: v for k, v in data.items() if k in own or not isinstance(v, Mapping)}
+
+
 def load_settings_file(path: str | Path) -> Mapping[str, Any]:
     """Parse a ``.toml``, ``.yaml``/``.yml`` or ``.json`` settings file without executing code."""
     path = Path(path)
@@ -449,8 +479,25 @@ def env_values(
             raise ConfigError(
                 f"Unknown environment variable {key}; known: " + ", ".join(prefix + f.upper() for f in fields)
             )
-        values[name] = None if raw.strip().lower() in {"", "none", "null"} else raw
+        values[name] = _env_value(key, raw, fields[name])
     return values
+
+
+def _env_value(key: str, raw: str, field: Any) -> Any:
+    """One variable's value: None for ``none``/``null``/empty; JSON for a list or table (``["a","b"]``,
+    ``[{"model": "m"}]``); ``a,b`` for a list of words; else the string, which pydantic converts."""
+    text = raw.strip()
+    if text.lower() in {"", "none", "null"}:
+        return None
+    if text[0] in "[{":
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f'{key} looks like JSON but does not parse ({exc}); e.g. {key}=\'["a", "b"]\'') from exc
+    annotation = str(getattr(field, "annotation", ""))
+    if annotation.startswith(("tuple[", "list[")):
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return raw
 
 
 def _short_repr(value: Any, limit: int = 120) -> str:

@@ -69,6 +69,34 @@ def test_rerank_jsonl_keeps_fields_and_orders_by_score(
     assert next(r for r in rows if r.get("id") == "a")["url"] == "x"
 
 
+def test_rerank_config_file_with_a_serve_table_and_metadata_text(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 23 #4, #7: `rerank --config` read a [serve] table as an error and ignored text/metadata_keys."""
+    settings = tmp_path / "s.toml"
+    settings.write_text(
+        f'model = "{Path(tiny_model).as_posix()}"\ndevice = "cpu"\ntext = "content_with_metadata"\n'
+        'metadata_keys = ["title"]\n\n[serve]\nport = 9001\n'
+    )
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "a", "text": "bread rises", "title": "Baking", "url": "x"}) + "\n")
+    from rerank_plugins.pipeline import Candidate
+
+    made: list[Candidate] = []
+    original = Candidate.__init__
+
+    def spy(self: Candidate, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        made.append(self)
+
+    monkeypatch.setattr(Candidate, "__init__", spy)
+    code, out, err = run(["rerank", "-q", "why", "-i", str(path), "--config", str(settings)], monkeypatch)
+    assert code == 0, err
+    assert made[0].text == "title: Baking\nbread rises"
+    row = json.loads(out.splitlines()[0])
+    assert row["score_kind"] == "sigmoid"
+
+
 def test_rerank_tsv_from_stdin(tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
     code, out, err = run(
         ["rerank", "-q", "hot planet", "-f", "tsv", "--model", tiny_model, "--device", "cpu"],

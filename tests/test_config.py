@@ -155,3 +155,39 @@ def test_member_weights_must_be_finite_non_negative_and_not_all_zero(weights: tu
     """Issue 22 #11: member_weights=(nan,) passed validation."""
     with pytest.raises(ConfigError, match="member_weights"):
         RerankConfig.from_mapping({"scorer": "ensemble", "members": [{}], "member_weights": weights})
+
+
+def test_a_settings_file_with_other_tools_tables_loads(tmp_path: Path) -> None:
+    """Issue 23 #4: a [serve] table (as docs/serving.md recommends) was rejected by from_file."""
+    path = tmp_path / "settings.toml"
+    path.write_text('top_n = 2\nmodel = "m"\n\n[serve]\nport = 9000\n\n[tool.other]\nx = 1\n')
+    cfg = RerankConfig.from_file(path)
+    assert cfg.top_n == 2
+    assert cfg.model == "m"
+    path.write_text("top_nn = 2\n")
+    with pytest.raises(ConfigError, match="top_nn"):
+        RerankConfig.from_file(path)  # a typo at the top level is still an error
+
+
+def test_environment_values_list_forms_and_precedence() -> None:
+    """Issue 23 #5: JSON and comma lists; every documented variable settable; keywords > config > env."""
+    env = {
+        "RERANK_PLUGINS_METADATA_KEYS": '["src", "title"]',
+        "RERANK_PLUGINS_TOP_N": "1",
+        "RERANK_PLUGINS_SCORER": "ensemble",
+        "RERANK_PLUGINS_MEMBERS": '[{"model": "a"}, {"model": "b"}]',
+        "RERANK_PLUGINS_MEMBER_WEIGHTS": "1,3",
+    }
+    cfg = RerankConfig.resolve(environ=env)
+    assert cfg.metadata_keys == ("src", "title")
+    assert [m.model for m in cfg.members] == ["a", "b"]
+    assert cfg.member_weights == (1.0, 3.0)
+    assert RerankConfig.resolve(environ={"RERANK_PLUGINS_METADATA_KEYS": "src, title"}).metadata_keys == (
+        "src",
+        "title",
+    )
+    assert RerankConfig.resolve(RerankConfig(top_n=4), environ=env).top_n == 4  # config over environment
+    assert RerankConfig.resolve(RerankConfig(top_n=4), environ=env, top_n=7).top_n == 7  # keywords over config
+    assert RerankConfig.resolve(environ=env).top_n == 1  # environment over defaults
+    with pytest.raises(ConfigError, match="RERANK_PLUGINS_MEMBERS"):
+        RerankConfig.resolve(environ={"RERANK_PLUGINS_MEMBERS": "[{broken"})

@@ -72,6 +72,15 @@ def test_numpy_metadata_values_in_the_scored_text() -> None:
     assert [d.id for d in compressor.compress_documents([doc], "green apples")] == ["a"]
 
 
+def test_the_environment_applies_below_keywords_and_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23 #5: RerankCompressor() with RERANK_PLUGINS_TOP_N=1 kept 5."""
+    monkeypatch.setenv("RERANK_PLUGINS_TOP_N", "1")
+    assert RerankCompressor(model=OverlapScorer()).settings.top_n == 1
+    assert len(RerankCompressor(model=OverlapScorer()).compress_documents(DOCS, QUERY)) == 1
+    assert RerankCompressor(model=OverlapScorer(), top_n=2).settings.top_n == 2
+    assert RerankCompressor(model=OverlapScorer(), config=RerankConfig(top_n=3)).settings.top_n == 3
+
+
 def test_callers_documents_are_never_mutated() -> None:
     docs = copy.deepcopy(DOCS)
     compressor = RerankCompressor(model=OverlapScorer(), top_n=3)

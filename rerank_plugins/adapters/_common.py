@@ -44,12 +44,12 @@ def resolve_settings(
 ) -> tuple[RerankConfig, Scorer]:
     """Merge ``model=``, explicit keyword settings and ``config`` into one config and a scorer.
 
-    Explicit keywords win over ``config``; a :class:`Scorer` instance is used as is,
-    otherwise the process-wide shared cross-encoder for these settings is taken.
+    Precedence: explicit keywords > ``config`` > ``RERANK_PLUGINS_*`` environment variables >
+    defaults (:meth:`RerankConfig.resolve`). A :class:`Scorer` instance is used as is, otherwise
+    the process-wide shared cross-encoder for these settings is taken.
     """
-    base = config or RerankConfig()
     if isinstance(model, Scorer):
-        cfg = base.merged(**overrides) if overrides else base
+        cfg = RerankConfig.resolve(config, **overrides)
         if isinstance(cfg.cascade_keep, int) and cfg.cascade_model is None:
             from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
@@ -66,7 +66,7 @@ def resolve_settings(
         )
     if model is not None:
         overrides = {**overrides, "model": model}
-    cfg = base.merged(**overrides) if overrides else base
+    cfg = RerankConfig.resolve(config, **overrides)
     from rerank_plugins.scoring.cross_encoder import get_scorer
 
     return cfg, get_scorer(cfg)
