@@ -683,7 +683,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RerankPluginsError, ValueError) as exc:
         if args.verbose >= 2:
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # the whole message on one line: its last sentence is usually the fix
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -253,10 +253,11 @@ class RerankConfig(BaseModel):
         description="Accept pickle-based weight files (pytorch_model.bin), which can run code when loaded. "
         "Off by default: only safetensors weights load.",
     )
-    allow_download: bool = Field(
-        default=False,
-        description="Allow fetching a model id from the Hugging Face Hub. Off by default: only "
-        "local paths and models already in the local cache load, and nothing hangs offline.",
+    allow_download: bool | None = Field(
+        default=None,
+        description="Fetch a model id from the Hugging Face Hub on first use. None (default): yes, unless "
+        "HF_HUB_OFFLINE=1, as sentence-transformers, LangChain and LlamaIndex do; an unreachable Hub fails "
+        "within seconds with the fix in the message. False: local paths and the local cache only.",
     )
 
     @field_validator("max_batch_tokens")

@@ -131,6 +131,17 @@ def test_user_mistakes_give_one_line_errors(
     assert len(err.strip().splitlines()) == 1
 
 
+def test_errors_are_printed_whole_on_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Issue 23 #6: the CLI printed only the first line of a message, cutting off the fix."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    argv = ["rerank", "-q", "q", "--model", "example-org/not-cached", "--format", "tsv"]
+    code, _, err = run(argv, monkeypatch, stdin="a passage\n")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "pass the path of a local copy" in err
+
+
 def test_no_command_prints_help(monkeypatch: pytest.MonkeyPatch) -> None:
     code, out, _ = run([], monkeypatch)
     assert code == 2

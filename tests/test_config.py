@@ -12,7 +12,7 @@ def test_defaults() -> None:
     cfg = RerankConfig()
     assert (cfg.model, cfg.device, cfg.activation, cfg.top_n, cfg.score_threshold) == (None, "auto", "auto", 5, None)
     assert cfg.trust_remote_code is False
-    assert cfg.allow_download is False
+    assert cfg.allow_download is None  # downloads follow HF_HUB_OFFLINE
 
 
 def test_every_field_is_described() -> None:

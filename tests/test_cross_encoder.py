@@ -121,13 +121,22 @@ def test_corrupt_weights_name_the_model_and_the_fix(tiny_model: str, tmp_path: P
 
 
 def test_uncached_hub_id_fails_fast_without_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Issue 23 #6: a hub id downloads on first use unless HF_HUB_OFFLINE=1 or allow_download=False, and an
+    unreachable Hub fails within seconds with the fix in the message."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    name = "example-org/not-a-cached-reranker"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE") as info:
+        CrossEncoderScorer(name, config=CPU)
+    assert name in str(info.value)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(ModelLoadError, match="allow_download=False"):
+        CrossEncoderScorer(name, config=CPU, allow_download=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: the Hub is unreachable
     start = time.perf_counter()
-    with pytest.raises(ModelLoadError, match="allow_download=True") as info:
-        CrossEncoderScorer("example-org/not-a-cached-reranker", config=CPU)
+    with pytest.raises(ModelLoadError, match=r"not reachable.*HF_HUB_OFFLINE=1"):
+        CrossEncoderScorer(name, config=CPU)
     assert time.perf_counter() - start < 10  # no retries against an unreachable hub
-    assert "example-org/not-a-cached-reranker" in str(info.value)
 
 
 def test_more_than_two_labels_is_refused(tmp_path: Path) -> None:

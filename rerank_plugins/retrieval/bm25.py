@@ -13,6 +13,14 @@ __all__ = ["BM25Index"]
 logger = logging.getLogger(__name__)
 
 
+def _quiet_bm25s() -> None:
+    """bm25s sets its own logger to DEBUG when imported, so its index chatter reached every handler
+    (the CLI printed it without -v). Its level goes back to WARNING unless someone changed it since."""
+    log = logging.getLogger("bm25s")
+    if log.level == logging.DEBUG:
+        log.setLevel(logging.WARNING)
+
+
 class BM25Index:
     """An in-memory BM25 index over a list of texts.
 
@@ -37,6 +45,7 @@ class BM25Index:
         stopwords: str | None = "en",
     ) -> None:
         self._bm25s: Any = require("bm25s", "BM25 retrieval")
+        _quiet_bm25s()
         self._stopwords = stopwords
         self.size = len(texts)
         self._retriever = self._bm25s.BM25(k1=k1, b=b)

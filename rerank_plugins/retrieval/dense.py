@@ -15,7 +15,7 @@ from typing import Any
 from rerank_plugins._extras import require
 from rerank_plugins.errors import ModelLoadError
 from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs, check_scores
-from rerank_plugins.scoring.identity import model_identity
+from rerank_plugins.scoring.identity import downloads_allowed, ensure_hub_reachable, model_identity
 
 __all__ = ["BiEncoderScorer", "DenseIndex", "default_bi_encoder_path", "get_bi_encoder"]
 
@@ -31,7 +31,10 @@ def default_bi_encoder_path() -> Path:
 
 
 def get_bi_encoder(
-    model: str | None = None, device: str = "cpu", allow_download: bool = False, allow_pickle_weights: bool = False
+    model: str | None = None,
+    device: str = "cpu",
+    allow_download: bool | None = None,
+    allow_pickle_weights: bool = False,
 ) -> Any:
     """The shared ``SentenceTransformer`` for ``model`` (default: all-MiniLM-L6-v2, offline).
 
@@ -45,10 +48,11 @@ def get_bi_encoder(
         enc = _encoders.get(key)
         if enc is None:
             kwargs = {} if allow_pickle_weights else {"use_safetensors": True}
+            download = downloads_allowed(allow_download)
+            if download:
+                ensure_hub_reachable(name)
             try:
-                enc = st.SentenceTransformer(
-                    name, device=device, local_files_only=not allow_download, model_kwargs=kwargs
-                )
+                enc = st.SentenceTransformer(name, device=device, local_files_only=not download, model_kwargs=kwargs)
             except Exception as exc:
                 hint = (
                     ""
@@ -59,7 +63,7 @@ def get_bi_encoder(
                 )
                 raise ModelLoadError(
                     f"Could not load bi-encoder {name!r}: {exc}. Pass a local sentence-transformers folder, "
-                    f"or allow_download=True where the Hub is reachable.{hint}"
+                    f"or download it where the Hub is reachable (unset HF_HUB_OFFLINE).{hint}"
                 ) from exc
             _encoders[key] = enc
         return enc

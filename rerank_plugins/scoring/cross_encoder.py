@@ -37,7 +37,7 @@ from rerank_plugins.scoring.base import (
     raise_if_cancelled,
 )
 from rerank_plugins.scoring.calibration import CALIBRATION_FILE, Calibration, load_calibration
-from rerank_plugins.scoring.identity import model_identity
+from rerank_plugins.scoring.identity import downloads_allowed, ensure_hub_reachable, model_identity
 
 __all__ = [
     "CrossEncoderScorer",
@@ -175,7 +175,7 @@ def _local_files(name: str, is_local: bool) -> Path:
 
 
 def _load(name: str, device: str, dtype: str, backend: str, config: RerankConfig) -> _LoadedModel:
-    trust_remote_code, allow_download = config.trust_remote_code, config.allow_download
+    trust_remote_code, allow_download = config.trust_remote_code, downloads_allowed(config.allow_download)
     is_local = Path(name).expanduser().exists()
     looks_like_path = name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
     if not is_local and looks_like_path:
@@ -187,6 +187,8 @@ def _load(name: str, device: str, dtype: str, backend: str, config: RerankConfig
     st = require("sentence_transformers", "Cross-encoder scoring")
     if trust_remote_code:
         logger.warning("trust_remote_code=True: the model repository %r may run its own Python code", name)
+    if allow_download:
+        ensure_hub_reachable(name)
     try:
         ce = st.CrossEncoder(
             str(Path(name).expanduser()) if is_local else name,
@@ -207,9 +209,9 @@ def _load(name: str, device: str, dtype: str, backend: str, config: RerankConfig
             )
         elif not allow_download:
             hint = (
-                "It is not a local directory and not in the local Hugging Face cache, and downloads are off. "
-                "Download it once with allow_download=True (or RERANK_PLUGINS_ALLOW_DOWNLOAD=1) where the Hub "
-                "is reachable, or pass the path of a local copy."
+                "It is not a local directory and not in the local Hugging Face cache, and downloads are off "
+                "(HF_HUB_OFFLINE=1 or allow_download=False). Download it once where the Hub is reachable "
+                "(unset HF_HUB_OFFLINE, or allow_download=True), or pass the path of a local copy."
             )
         else:
             hint = "Check the id is spelled right and the Hub is reachable, or pass the path of a local copy."

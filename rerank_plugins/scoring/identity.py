@@ -15,11 +15,13 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["MODEL_FILES", "files_digest", "model_identity"]
+__all__ = ["MODEL_FILES", "downloads_allowed", "ensure_hub_reachable", "files_digest", "model_identity"]
 
 #: The files of a model folder whose content changes its scores.
 MODEL_FILES = ("*.json", "*.safetensors", "*.bin", "*.txt", "*.model")
@@ -55,3 +57,40 @@ def model_identity(name: str) -> str:
     if not path.is_dir():
         return name
     return f"{path.resolve()}@{files_digest(path)}"
+
+
+def downloads_allowed(setting: bool | None) -> bool:
+    """``allow_download`` resolved: an explicit True/False wins; None follows ``HF_HUB_OFFLINE``."""
+    if setting is not None:
+        return setting
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in {"1", "true", "yes", "on"}
+
+
+def _cached(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        return False
+    return isinstance(try_to_load_from_cache(name, "config.json"), str)
+
+
+def ensure_hub_reachable(name: str, timeout_s: float = 3.0) -> None:
+    """Before downloading ``name``: fail within ``timeout_s`` when the Hub cannot be reached, instead of
+    waiting on connection timeouts and retries. Local folders and cached ids need no network."""
+    if Path(name).expanduser().exists() or _cached(name):
+        return
+    from urllib.parse import urlparse
+
+    from rerank_plugins.errors import ModelLoadError
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(endpoint)
+    host, port = parsed.hostname or "huggingface.co", parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ModelLoadError(
+            f"Could not download {name!r}: the Hugging Face Hub ({endpoint}) is not reachable ({exc}). "
+            "Pass the path of a local copy, or set HF_HUB_OFFLINE=1 (or allow_download=False) to use only "
+            "local files and the local cache."
+        ) from exc

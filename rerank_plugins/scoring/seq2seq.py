@@ -42,7 +42,7 @@ from rerank_plugins.scoring.base import (
     check_scores,
     raise_if_cancelled,
 )
-from rerank_plugins.scoring.identity import model_identity
+from rerank_plugins.scoring.identity import downloads_allowed, ensure_hub_reachable, model_identity
 
 __all__ = ["DuoT5Scorer", "MonoT5Scorer", "RankT5Scorer", "duo_aggregate", "monot5_scores"]
 
@@ -80,14 +80,17 @@ class _T5:
         self.identity = model_identity(name)
         self.device = resolve_device(config.device)
         local = Path(name).expanduser().exists()
+        download = downloads_allowed(config.allow_download)
+        if download:
+            ensure_hub_reachable(name)
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(
-                name, local_files_only=not config.allow_download, trust_remote_code=config.trust_remote_code
+                name, local_files_only=not download, trust_remote_code=config.trust_remote_code
             )
             # safetensors only, unless the user accepts pickle-based weight files (code execution risk)
             self.model = transformers.AutoModelForSeq2SeqLM.from_pretrained(
                 name,
-                local_files_only=not config.allow_download,
+                local_files_only=not download,
                 trust_remote_code=config.trust_remote_code,
                 use_safetensors=not config.allow_pickle_weights,
             ).to(self.device)
@@ -95,8 +98,8 @@ class _T5:
             hint = refused_pickle_hint(name, local, config.allow_pickle_weights) or (
                 "Check the directory holds a complete T5 checkpoint (config.json, tokenizer, weights)."
                 if local
-                else "It is not a local directory or cached; pass allow_download=True where the Hub is reachable, "
-                "or a local path."
+                else "It is not a local directory or cached; download it where the Hub is reachable (unset "
+                "HF_HUB_OFFLINE, allow_download not False), or pass a local path."
             )
             raise ModelLoadError(f"Could not load T5 reranker {name!r}: {exc}. {hint}") from exc
         self.model.eval()
