@@ -404,7 +404,8 @@ def _score_staged(
         ds = ds.map_batches(
             _PairScorer,
             fn_constructor_args=(cfg, query_field, passage_field),
-            batch_size=batch_size,
+            # a batch larger than a block would merge blocks into one bigger output file
+            batch_size=min(batch_size, rows_per_file),
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=cpus,

@@ -88,6 +88,13 @@ def test_any_iterable_of_nodes_and_no_shared_nested_metadata() -> None:
     assert len(asyncio.run(post.apostprocess_nodes(iter(nodes()), query_str=QUERY))) == 3
 
 
+def test_to_json_with_a_scorer_instance_names_its_model() -> None:
+    """Issue 23 #7: RerankNodePostprocessor(model=<Scorer>).to_json() raised TypeError."""
+    import json
+
+    assert json.loads(RerankNodePostprocessor(model=OverlapScorer(), top_n=2).to_json())["model"] == "overlap"
+
+
 def test_events_on_every_path(recorder: Recorder) -> None:
     post = RerankNodePostprocessor(model=OverlapScorer(), top_n=2)
     post.postprocess_nodes(nodes(), query_str=QUERY)

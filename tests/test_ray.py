@@ -297,6 +297,23 @@ def test_score_pairs_claims_an_empty_folder_and_resumes_in_its_own(tmp_path: Pat
     assert score_pairs(src, out, cfg, max_rows=0, progress=False)["rows_total"] == 1  # its own folder: resumed
 
 
+@pytest.mark.ray
+def test_rows_per_file_holds_below_the_batch_size(tmp_path: Path, tiny_model: Path) -> None:
+    """Issue 23 #7: --rows-per-file was ignored when smaller than the scorer's batch."""
+    import pyarrow.parquet as pq
+
+    from rerank_plugins.batch_scoring import score_pairs
+
+    src = tmp_path / "p.jsonl"
+    src.write_text("".join(json.dumps({"query": "q", "passage": f"p {i}"}) + "\n" for i in range(30)))
+    cfg = RerankConfig(model=str(tiny_model), device="cpu", backend="torch")
+    summary = score_pairs(src, tmp_path / "out", cfg, rows_per_file=5, batch_size=64, progress=False)
+    assert summary["complete"]
+    sizes = [pq.read_metadata(f).num_rows for f in (tmp_path / "out" / "scored").glob("*.parquet")]
+    assert sum(sizes) == 30
+    assert max(sizes) <= 5
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_staging_streams_the_input_and_numbers_rows_across_parts(
     tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch

@@ -35,7 +35,7 @@ from langchain_core.callbacks import (  # noqa: E402
 from langchain_core.cross_encoders import BaseCrossEncoder  # noqa: E402
 from langchain_core.documents import BaseDocumentCompressor, Document  # noqa: E402
 from langchain_core.retrievers import BaseRetriever  # noqa: E402
-from pydantic import ConfigDict, Field, PrivateAttr  # noqa: E402
+from pydantic import ConfigDict, Field, PrivateAttr, field_serializer  # noqa: E402
 
 from rerank_plugins.adapters._common import (  # noqa: E402
     RETRIEVAL_SCORE,
@@ -93,6 +93,11 @@ class RerankCompressor(BaseDocumentCompressor):
 
     _settings: RerankConfig = PrivateAttr()
     _scorer: Scorer = PrivateAttr()
+
+    @field_serializer("model")
+    def _model_name(self, model: Any) -> Any:
+        # a Scorer instance is written as its name: the JSON says which model, not how to rebuild it
+        return model.name if isinstance(model, Scorer) else model
 
     def model_post_init(self, context: Any, /) -> None:
         self._settings, self._scorer = resolve_adapter_settings(self)

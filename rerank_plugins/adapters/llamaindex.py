@@ -22,7 +22,7 @@ from rerank_plugins._extras import require
 
 require("llama_index.core", "The LlamaIndex adapter")
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr  # noqa: E402
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_serializer  # noqa: E402
 from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]  # noqa: E402
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent  # noqa: E402
 from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: E402
@@ -98,6 +98,11 @@ class RerankNodePostprocessor(BaseNodePostprocessor):
 
     _settings: RerankConfig = PrivateAttr()
     _scorer: Scorer = PrivateAttr()
+
+    @field_serializer("model")
+    def _model_name(self, model: Any) -> Any:
+        # a Scorer instance is written as its name: the JSON says which model, not how to rebuild it
+        return model.name if isinstance(model, Scorer) else model
 
     def model_post_init(self, context: Any, /) -> None:
         self._settings, self._scorer = resolve_adapter_settings(self)
