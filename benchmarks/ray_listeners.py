@@ -1,0 +1,48 @@
+"""What listens where when `rerank-plugins serve` / `score-pairs` start a local Ray node.
+
+Starts Ray as the library does (``init_ray(None)``: node IP 127.0.0.1, no dashboard), lists every
+listening TCP socket of the Ray processes (psutil) and prints them as a Markdown table, grouped by
+process and interface. docs/serving.md quotes the result.
+
+    python benchmarks/ray_listeners.py
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections import defaultdict
+from datetime import date
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
+    import psutil
+    import ray
+
+    from rerank_plugins._ray import init_ray
+
+    init_ray(None, extra="serve")
+    time.sleep(3)  # the agents start a moment after ray.init returns
+    names = {p.pid: (p.info["name"] or "?") for p in psutil.process_iter(["name"])}
+    found: dict[tuple[str, str], int] = defaultdict(int)
+    for c in psutil.net_connections(kind="inet"):
+        if c.status != psutil.CONN_LISTEN or c.pid is None or c.pid == os.getpid():
+            continue
+        name = names.get(c.pid, "?")
+        if not (name.startswith("ray") or name in {"gcs_server", "raylet", "python"}):
+            continue
+        ip = c.laddr.ip
+        where = "loopback" if ip in {"127.0.0.1", "::1"} else "all interfaces" if ip in {"0.0.0.0", "::"} else "host IP"
+        found[(name, where)] += 1
+    ray.shutdown()
+    print(f"ray {ray.__version__}, {platform.machine()}, {date.today().isoformat()}")
+    print("| process | listens on | ports |\n| --- | --- | ---: |")
+    for (name, where), n in sorted(found.items()):
+        print(f"| {name} | {where} | {n} |")
+
+
+if __name__ == "__main__":
+    main()
