@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 import respx
-import uvicorn
 
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.errors import ConfigError, RerankInputError, ScorerOutputError
@@ -20,7 +18,7 @@ from rerank_plugins.scoring.cross_encoder import get_scorer
 from rerank_plugins.scoring.remote import RemoteScorer, RemoteScorerError
 from rerank_plugins.serving.app import RerankService, create_app
 from rerank_plugins.serving.settings import ServeSettings
-from tests.conftest import OverlapScorer
+from tests.conftest import OverlapScorer, serve_app
 
 QUERIES = ["cat pet", "stock market"]
 TEXTS = [
@@ -45,29 +43,12 @@ class _Recording(OverlapScorer):
             return super().score_detailed(pairs)
 
 
-@contextlib.contextmanager
-def _uvicorn(app: Any) -> Iterator[str]:
-    """``app`` under uvicorn in a thread, on a free loopback port; yields its base URL."""
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, _Recording]]:
     """Our app (word-overlap scorer, at most 4 documents per request) on loopback."""
     scorer = _Recording()
     app = create_app(RerankService(scorer=scorer, raw_scorer=scorer, settings=ServeSettings(max_documents=4)))
-    with _uvicorn(app) as url:
+    with serve_app(app) as url:
         yield url, scorer
 
 
@@ -83,7 +64,7 @@ def test_a_slow_server_times_out_within_the_bound_and_is_retried() -> None:
         await asyncio.sleep(3)
         return [{"index": 0, "score": 1.0}]
 
-    with _uvicorn(slow) as url:
+    with serve_app(slow) as url:
         scorer = RemoteScorer(
             RerankConfig(
                 scorer="remote", remote_url=url, remote_timeout_s=0.3, remote_retries=1, remote_max_documents=8

@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,11 +23,11 @@ pytest.importorskip("llama_index.postprocessor.tei_rerank")
 pytest.importorskip("infinity_client")
 pytest.importorskip("langchain_community")
 
-import uvicorn  # noqa: E402
 
 from rerank_plugins.config import RerankConfig  # noqa: E402
 from rerank_plugins.serving.app import RerankService, create_app  # noqa: E402
 from rerank_plugins.serving.settings import ServeSettings  # noqa: E402
+from tests.conftest import serve_app  # noqa: E402
 
 pytestmark = pytest.mark.interop
 
@@ -41,27 +40,11 @@ DOCS = [
 ANSWER = 1
 
 
-@contextlib.contextmanager
-def _serve(app: Any) -> Iterator[str]:
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
     """Our server with the shipped model, as `rerank-plugins serve --engine uvicorn` runs it."""
     service = RerankService(RerankConfig(device="cpu"), ServeSettings())
-    with _serve(create_app(service)) as base:
+    with serve_app(create_app(service)) as base:
         yield base
 
 
