@@ -43,7 +43,8 @@ def test_pipeline_invariants(q: str, items: list[Candidate], cfg: RerankConfig) 
     assert len(kept) + len(result.dropped) == len(items)
     # subset of the input, no duplicates
     assert all(any(c.id == i.id and c.text == i.text for i in items) for c in kept)
-    keys = [(c.id, c.text) for c in kept]
+    # (candidates with neither an id nor text, such as image nodes, are never merged: nothing says they are one)
+    keys = [(c.id, c.text) for c in kept if c.id is not None or c.text.strip()]
     assert len(keys) == len(set(keys))
     # ordered by score; limits respected
     scores = [r.score for r in result.items]
@@ -104,8 +105,10 @@ def test_llamaindex_adapter_invariants(q: str, texts: list[str], top_n: int) -> 
         original = by_id[n.node.node_id]
         assert n.node.get_content() == original.node.get_content()
         assert n.node.metadata["n"] == original.node.metadata["n"]
-        # duplicates (same text) were merged keeping the best first-stage score of the copies
-        copies = [m.score for m in nodes if m.node.get_content() == original.node.get_content() and m.score is not None]
+        # duplicates (same non-blank text) were merged keeping the best first-stage score of the copies
+        content = original.node.get_content()
+        same = [m for m in nodes if m.node.get_content() == content] if content.strip() else [original]
+        copies = [m.score for m in same if m.score is not None]
         assert n.node.metadata["retrieval_score"] == (max(copies) if copies else None)
     scores = [n.score for n in out]
     assert scores == sorted(scores, reverse=True)  # type: ignore[type-var]
