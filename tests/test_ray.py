@@ -298,6 +298,27 @@ def test_score_pairs_claims_an_empty_folder_and_resumes_in_its_own(tmp_path: Pat
 
 
 @pytest.mark.ray
+def test_docs_name_every_ray_process_that_listens_beyond_loopback() -> None:
+    """Issue 23 #9: a local Ray start opens ports beyond loopback (Ray's behaviour); docs/serving.md says
+    exactly which processes, and this test fails when a Ray version adds another."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from ray_listeners import listeners
+
+    table = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text()
+    exposed = {name for (name, where), _ in listeners().items() if where != "loopback"}
+    agents = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+    # a worker or actor process is covered by the table's "ray::* workers and actors" row
+    documented = {
+        name
+        for name in exposed
+        if f"| {name}" in table or (name.startswith("ray::") and name not in agents and "| ray::* workers" in table)
+    }
+    assert exposed == documented, f"listening beyond loopback but not in docs/serving.md: {exposed - documented}"
+
+
+@pytest.mark.ray
 def test_rows_per_file_holds_below_the_batch_size(tmp_path: Path, tiny_model: Path) -> None:
     """Issue 23 #7: --rows-per-file was ignored when smaller than the scorer's batch."""
     import pyarrow.parquet as pq
