@@ -169,7 +169,8 @@ def test_eight_threads_through_both_adapters_match_sequential_runs(tiny_model: s
     config = CPU.merged(model=tiny_model, top_n=4)
     compressor = RerankCompressor(config=config)
     post = RerankNodePostprocessor(config=config)
-    assert compressor.scorer is post.scorer is get_scorer(config)
+    # the adapters resolve RERANK_PLUGINS_* variables below the config (conftest sets the ONNX cache one)
+    assert compressor.scorer is post.scorer is get_scorer(RerankConfig.resolve(config))
     jobs = [(_lc_run, compressor, q) for q in QUERIES] + [(_li_run, post, q) for q in QUERIES]
     expected = [fn(obj, q) for fn, obj, q in jobs]
     start = threading.Barrier(8)
