@@ -38,7 +38,8 @@ __all__ = [
 CALIBRATION_FILE = "rerank_calibration.json"
 
 
-def _sigmoid(x: float) -> float:
+def sigmoid(x: float) -> float:
+    """The logistic function, without overflow for large negative x."""
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
     e = math.exp(x)
@@ -66,7 +67,7 @@ class Calibration:
 
     def apply(self, logit: float) -> float:
         """Calibrated probability of one logit."""
-        return _sigmoid(self.a * logit + self.b)
+        return sigmoid(self.a * logit + self.b)
 
     def save(self, directory: Path | str) -> Path:
         """Write ``rerank_calibration.json`` into ``directory``."""
@@ -127,7 +128,7 @@ def fit_calibration(
         gb = reg * b
         haa, hab, hbb = reg, 0.0, reg
         for x, y in zip(xs, ys, strict=True):
-            p = _sigmoid(a * x + b)
+            p = sigmoid(a * x + b)
             r = p - y
             w = p * (1 - p)
             ga += r * x

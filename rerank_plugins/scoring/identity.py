@@ -33,7 +33,7 @@ _memo_lock = threading.Lock()
 def files_digest(directory: Path, patterns: Iterable[str] = MODEL_FILES, *, salt: str = "") -> str:
     """sha256 (16 hex digits) over the names and contents of ``directory``'s files matching ``patterns``."""
     files = sorted({f for pattern in patterns for f in directory.glob(pattern) if f.is_file()})
-    stats = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    stats = tuple((str(f.resolve()), st.st_size, st.st_mtime_ns) for f in files for st in (f.stat(),))
     key = ((salt, 0, 0), *stats)
     with _memo_lock:
         known = _memo.get(key)

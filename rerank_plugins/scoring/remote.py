@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import random
 import threading
 import time
@@ -36,6 +35,7 @@ from rerank_plugins._extras import require
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.errors import ConfigError, RerankInputError, RerankPluginsError, ScorerOutputError
 from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs
+from rerank_plugins.scoring.calibration import sigmoid
 
 __all__ = ["RemoteScorer", "RemoteScorerError"]
 
@@ -216,7 +216,7 @@ class RemoteScorer(Scorer):
     def _activate(self, scores: list[float]) -> list[float]:
         if self.config.activation == "raw":
             return scores
-        return [1.0 / (1.0 + math.exp(-s)) if s >= 0 else math.exp(s) / (1.0 + math.exp(s)) for s in scores]
+        return [sigmoid(s) for s in scores]
 
     def _parse(self, payload: Any, n: int) -> list[float]:
         items = payload if self.protocol == "tei" else payload.get("results") if isinstance(payload, dict) else None
