@@ -56,7 +56,7 @@ def _write_pairs(data: Path, n: int, path: Path) -> int:
 
 
 def _in_process(path: Path) -> dict[str, Any]:
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.factory import get_scorer
 
     pairs = [(r["query"], r["passage"]) for r in map(json.loads, path.open())]
     started = time.perf_counter()

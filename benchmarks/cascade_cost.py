@@ -42,7 +42,7 @@ def main() -> None:
 
     from rerank_plugins.evaluation.datasets import load_beir
     from rerank_plugins.models import default_model_path
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.factory import get_scorer
 
     keep = [int(x) for x in args.layers.split(",")]
     src = default_model_path()

@@ -54,7 +54,7 @@ def main() -> None:
     from rerank_plugins.evaluation.datasets import load_beir
     from rerank_plugins.evaluation.harness import first_stage_runs
     from rerank_plugins.evaluation.metrics import ranked_ids
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.factory import get_scorer
 
     ds = load_beir(Path(args.data), "train")
     qids = sorted(q for q in ds.qrels if q in ds.queries)

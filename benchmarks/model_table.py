@@ -146,7 +146,7 @@ def main() -> None:
     from rerank_plugins import RerankConfig
     from rerank_plugins.evaluation.harness import run_evaluation
     from rerank_plugins.scoring.cache import CachedScorer
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.factory import get_scorer
 
     if args.threads:
         torch.set_num_threads(args.threads)

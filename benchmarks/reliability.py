@@ -92,7 +92,8 @@ def soak(model: str | None, calls: int, every: int, warmup: int) -> dict[str, An
 def _time_failure(name: str, build: Any) -> dict[str, Any]:
     from rerank_plugins import RerankConfig
     from rerank_plugins.errors import ModelLoadError
-    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, clear_model_cache
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+    from rerank_plugins.scoring.factory import clear_model_cache
 
     clear_model_cache()
     path = build()

@@ -57,7 +57,7 @@ def score_passes(
     from tqdm.auto import tqdm
 
     from rerank_plugins.config import RerankConfig
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.factory import get_scorer
 
     out: dict[str, Any] = {}
     for length in lengths:
@@ -73,7 +73,7 @@ def score_passes(
 
 
 def tables(ds: Any, qids: list[str], cands: dict[str, list[str]], passes: dict[str, Any]) -> dict[str, Any]:
-    from rerank_plugins.pipeline import _blend
+    from rerank_plugins.pipeline.ordering import blend
 
     def mean(xs: list[float]) -> float:
         return sum(xs) / len(xs)
@@ -90,7 +90,7 @@ def tables(ds: Any, qids: list[str], cands: dict[str, list[str]], passes: dict[s
             for d in (10, 20, 30, 50, 100)
         }
         report[f"read {length}: blend w (top 100)"] = {
-            w: mean([ndcg10(order(cands[q], _blend(s[q], w)), ds.qrels[q]) for q in qids])
+            w: mean([ndcg10(order(cands[q], blend(s[q], w)), ds.qrels[q]) for q in qids])
             for w in (0.0, 0.2, 0.4, 0.6, 0.8, 0.9)
         }
         report[f"read {length}: seconds vs full"] = p["seconds"] / passes[full_len]["seconds"]

@@ -151,7 +151,7 @@ def _free_port() -> int:
 
 
 def _in_process(requests: int) -> dict[str, Any]:
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.factory import get_scorer
 
     scorer = get_scorer()
     work = _workload(requests, seed=1)

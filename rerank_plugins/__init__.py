@@ -41,13 +41,14 @@ if TYPE_CHECKING:
     from rerank_plugins.adapters.langchain import HybridRetriever, RerankCompressor
     from rerank_plugins.adapters.llamaindex import HybridNodeRetriever, RerankNodePostprocessor
     from rerank_plugins.retrieval.hybrid import HybridSearcher
-    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, get_scorer
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+    from rerank_plugins.scoring.factory import get_scorer
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "CrossEncoderScorer": "rerank_plugins.scoring.cross_encoder",
-    "get_scorer": "rerank_plugins.scoring.cross_encoder",
+    "get_scorer": "rerank_plugins.scoring.factory",
     "HybridSearcher": "rerank_plugins.retrieval.hybrid",
     "RerankCompressor": "rerank_plugins.adapters.langchain",
     "HybridRetriever": "rerank_plugins.adapters.langchain",

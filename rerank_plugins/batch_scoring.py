@@ -265,7 +265,7 @@ class _PairScorer:
     """A Ray Data actor: one scorer per actor process, loaded once."""
 
     def __init__(self, config: RerankConfig, query_field: str, passage_field: str) -> None:
-        from rerank_plugins.scoring.cross_encoder import get_scorer
+        from rerank_plugins.scoring.factory import get_scorer
 
         self.scorer = get_scorer(config)
         self.query_field = query_field

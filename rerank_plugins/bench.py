@@ -397,7 +397,7 @@ def _flops(workload_path: str, model: str, seconds_by_backend: dict[str, float],
     from transformers import AutoConfig, AutoTokenizer
 
     from rerank_plugins.config import RerankConfig
-    from rerank_plugins.scoring.cross_encoder import token_budget_batches
+    from rerank_plugins.scoring.loading import token_budget_batches
 
     wl = Workload.from_json(Path(workload_path).read_text())
     cfg = AutoConfig.from_pretrained(model)
@@ -457,7 +457,8 @@ def _onnx_for_flashrank(model: str, target: Path) -> str:
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
     scorer = CrossEncoderScorer(model, config=RerankConfig(device="cpu", backend="onnx"))
-    source = scorer._loaded.runner.path
+    source = scorer.onnx_path
+    assert source is not None  # backend="onnx" above
     folder = target / "local-export"
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(source, folder / "model.onnx")
@@ -466,7 +467,7 @@ def _onnx_for_flashrank(model: str, target: Path) -> str:
             shutil.copy(Path(model) / name, folder / name)
     if not (folder / "special_tokens_map.json").exists():
         (folder / "special_tokens_map.json").write_text(
-            json.dumps({k: v for k, v in scorer._loaded.tokenizer.special_tokens_map.items() if isinstance(v, str)})
+            json.dumps({k: v for k, v in scorer.tokenizer.special_tokens_map.items() if isinstance(v, str)})
         )
     return str(target)
 
@@ -485,7 +486,7 @@ def run_benchmark(
     """Run the benchmark; write ``bench.json``, ``bench.md`` and PNG plots into ``out_dir``."""
     from tqdm import tqdm
 
-    from rerank_plugins.scoring.cross_encoder import resolve_model
+    from rerank_plugins.scoring.loading import resolve_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / "_work"

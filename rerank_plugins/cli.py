@@ -102,7 +102,7 @@ def _text_of(record: dict[str, Any], cfg: RerankConfig) -> Any:
 
 def _cmd_rerank(args: argparse.Namespace) -> int:
     from rerank_plugins.pipeline import Candidate, rerank_candidates
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.factory import get_scorer, resolve_cascade
 
     cfg = _config_from_args(args)
     if args.input in (None, "-"):
@@ -115,7 +115,7 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
             raise RerankPluginsError(f"input file {args.input} does not exist") from exc
     candidates = [Candidate(str(r["id"]) if r.get("id") is not None else None, _text_of(r, cfg), r) for r in records]
     scorer = get_scorer(cfg)
-    result = rerank_candidates(args.query, candidates, scorer, cfg)
+    result = rerank_candidates(args.query, candidates, scorer, cfg, cascade=resolve_cascade(cfg, scorer) or False)
     out = sys.stdout
     for r in result.items:
         rec = dict(r.candidate.item)
@@ -141,7 +141,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from rerank_plugins.evaluation.datasets import load_beir
     from rerank_plugins.evaluation.harness import format_table, run_evaluation, write_report
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.factory import get_scorer
 
     if args.depth <= 0:
         raise RerankPluginsError(f"--depth must be positive, got {args.depth}")

@@ -20,7 +20,7 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -36,6 +36,23 @@ class RerankConfig(BaseModel):
     """Settings of a rerank step: which model, how it runs, what is kept."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    #: Settings the pipeline applies around scoring (selection, dedupe, text, cascade plan): they never
+    #: change a score, so they never make another scorer (:func:`rerank_plugins.scoring.factory.get_scorer`).
+    PIPELINE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "top_n",
+        "score_threshold",
+        "min_keep",
+        "max_candidates",
+        "first_stage_weight",
+        "dedupe_by_content",
+        "text",
+        "metadata_keys",
+        "time_budget_ms",
+        "cascade_keep",
+        "cascade_max_length",
+        "cascade_model",
+    )
 
     model: str | None = Field(
         default=None,

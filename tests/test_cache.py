@@ -75,7 +75,8 @@ def test_unwritable_store_location_is_bypassed(tmp_path: Path, caplog: pytest.Lo
 
 def test_cache_selected_from_the_config(tiny_model: str, tmp_path: Path) -> None:
     from rerank_plugins import RerankConfig
-    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, get_scorer
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+    from rerank_plugins.scoring.factory import get_scorer
     from rerank_plugins.scoring.windowed import WindowedScorer
 
     cfg = RerankConfig(model=tiny_model, device="cpu", cache_entries=100, cache_path=str(tmp_path / "s.sqlite"))
@@ -142,8 +143,8 @@ def test_set_dependent_scorers_are_refused() -> None:
 def test_a_cached_rank_ensemble_scores_as_the_uncached_one() -> None:
     """Issue 22 #3: a rank-normalised ensemble behind the configured cache caches its members' scores."""
     from rerank_plugins import RerankConfig
-    from rerank_plugins.scoring.cross_encoder import _cached
     from rerank_plugins.scoring.ensemble import EnsembleScorer
+    from rerank_plugins.scoring.factory import _cached
 
     plain = EnsembleScorer([OverlapScorer(), OverlapScorer()])
     cached = _cached(plain, RerankConfig(cache_entries=100))
@@ -187,7 +188,7 @@ def test_replaced_weights_get_fresh_scores_from_cache_and_model_cache(tiny_model
     import shutil
 
     from rerank_plugins import RerankConfig
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.factory import get_scorer
     from tests.conftest import build_tiny_cross_encoder
 
     folder = tmp_path / "model"

@@ -83,7 +83,7 @@ def test_time_budget_spends_the_full_model_in_cheap_pass_order(monkeypatch: pyte
     from tests.test_pipeline import _Clock
 
     clock = _Clock()
-    monkeypatch.setattr("rerank_plugins.pipeline.time.perf_counter", clock)
+    monkeypatch.setattr("rerank_plugins.pipeline.plan.time.perf_counter", clock)
 
     class Slow(ByText):
         def score_detailed(self, pairs):  # type: ignore[no-untyped-def]
@@ -151,7 +151,7 @@ def test_real_model_the_cheap_pass_shares_the_weights_and_reads_a_prefix(tiny_mo
 
     from rerank_plugins.adapters.langchain import RerankCompressor
     from rerank_plugins.adapters.llamaindex import RerankNodePostprocessor
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.factory import get_scorer
 
     words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
     texts = [" ".join(words[i:] + words[:i]) * 6 for i in range(10)]
@@ -221,7 +221,7 @@ def test_a_query_too_long_for_the_cheap_pass_falls_back_to_the_full_model(
     )
     query = "why does bread rise when yeast is added to the flour and water"
     items = [Candidate(str(i), t) for i, t in enumerate(texts)]
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.factory import get_scorer
 
     with caplog.at_level("WARNING", logger="rerank_plugins.pipeline"):
         result = rerank_candidates(query, items, get_scorer(cfg), cfg)
@@ -233,7 +233,7 @@ def test_a_query_too_long_for_the_cheap_pass_falls_back_to_the_full_model(
 
 
 def test_pairs_the_cheap_pass_read_whole_keep_their_exact_score(tiny_model: str) -> None:
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.factory import get_scorer
 
     long_text = " ".join(["yeast makes bread rise"] * 20)
     texts = [f"short passage {i} about bread" for i in range(5)] + [f"{long_text} {i}" for i in range(5)]
@@ -268,8 +268,8 @@ def test_pairs_the_cheap_pass_read_whole_keep_their_exact_score(tiny_model: str)
 
 
 def test_auto_cascade_runs_for_a_cpu_cross_encoder_on_large_pools_only(tiny_model: str) -> None:
-    from rerank_plugins.pipeline import AUTO_CASCADE_KEEP, resolve_cascade
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.pipeline import AUTO_CASCADE_KEEP
+    from rerank_plugins.scoring.factory import get_scorer, resolve_cascade
 
     long_text = " ".join(["yeast makes bread rise"] * 40)
     items = [Candidate(str(i), f"{i} {long_text}") for i in range(AUTO_CASCADE_KEEP + 5)]
@@ -278,8 +278,9 @@ def test_auto_cascade_runs_for_a_cpu_cross_encoder_on_large_pools_only(tiny_mode
     full = get_scorer(cfg)
     resolved = resolve_cascade(cfg, full)
     assert resolved is not None
-    assert resolved[0] == AUTO_CASCADE_KEEP
-    assert resolved[1].config.max_length == 128  # type: ignore[attr-defined]
+    assert resolved.keep == AUTO_CASCADE_KEEP
+    assert resolved.scorer.config.max_length == 128  # type: ignore[attr-defined]
+    assert resolved.exact  # the model itself at a shorter length
     result = rerank_candidates("bread", items, full, cfg)
     assert result.counts["pruned"] == 5
     assert result.scored == AUTO_CASCADE_KEEP
@@ -294,8 +295,8 @@ def test_auto_cascade_runs_for_a_cpu_cross_encoder_on_large_pools_only(tiny_mode
 
 
 def test_real_model_windowed_default_cascade_reads_survivors_in_windows(tiny_model: str) -> None:
-    from rerank_plugins.pipeline import _reads_prefix_of, resolve_cascade
-    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, get_scorer
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+    from rerank_plugins.scoring.factory import get_scorer, resolve_cascade
     from rerank_plugins.scoring.windowed import WindowedScorer
 
     # the default settings: windows at max_length, and on a CPU the 'auto' cascade in front of them
@@ -305,12 +306,13 @@ def test_real_model_windowed_default_cascade_reads_survivors_in_windows(tiny_mod
     assert isinstance(full, WindowedScorer)
     resolved = resolve_cascade(cfg, full)
     assert resolved is not None
-    keep, cheap = resolved
+    keep, cheap = resolved.keep, resolved.scorer
     assert keep == 30
     assert isinstance(cheap, CrossEncoderScorer)
     assert cheap._loaded is full.inner._loaded  # one copy of the weights
-    assert _reads_prefix_of(cheap, full)
-    assert not _reads_prefix_of(cheap, get_scorer(cfg.merged(window_tokens=8)))  # fixed windows may split a pair
+    assert full.cheap_pass_is_exact(cheap)
+    assert resolved.exact
+    assert not get_scorer(cfg.merged(window_tokens=8)).cheap_pass_is_exact(cheap)  # fixed windows may split a pair
     words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
     long_texts = [" ".join(words[i:] + words[:i]) * 6 for i in range(6)]  # longer than one window
     short_texts = ["alpha beta", "kappa iota gamma"]  # fit the cheap pass whole

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from rerank_plugins import ModelLoadError, RerankConfig, RerankInputError
-from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, get_scorer, resolve_device
+from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+from rerank_plugins.scoring.factory import get_scorer
+from rerank_plugins.scoring.loading import resolve_device
 
 CPU = RerankConfig(device="cpu", scorer="cross-encoder")  # the plain cross-encoder (the default reads windows)
 
@@ -177,7 +179,7 @@ def test_bi_encoder_folder_converts_with_a_warning_free_head(minilm_dir: str) ->
 
 
 def test_token_budget_batches_bound_padded_tokens_and_cover_every_pair() -> None:
-    from rerank_plugins.scoring.cross_encoder import token_budget_batches
+    from rerank_plugins.scoring.loading import token_budget_batches
 
     lengths = [512, 20, 300, 300, 40, 512, 10, 128]
     batches = token_budget_batches(lengths, max_pairs=3, max_tokens=700)

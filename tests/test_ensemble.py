@@ -45,7 +45,8 @@ def test_bad_settings_and_member_output() -> None:
 
 def test_ensemble_from_a_toml_config(tiny_model: str, tiny_model_2labels: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from rerank_plugins import RerankConfig
-    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, get_scorer
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+    from rerank_plugins.scoring.factory import get_scorer
 
     path = tmp_path / "ensemble.toml"
     path.write_text(
@@ -76,8 +77,8 @@ def test_ensemble_config_needs_members() -> None:
 @pytest.mark.slow
 def test_bi_encoder_member_from_the_config(minilm_dir: str) -> None:
     from rerank_plugins import RerankConfig
-    from rerank_plugins.retrieval.dense import BiEncoderScorer
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.bi_encoder import BiEncoderScorer
+    from rerank_plugins.scoring.factory import get_scorer
 
     scorer = get_scorer(RerankConfig(scorer="bi-encoder", model=minilm_dir))
     assert isinstance(scorer, BiEncoderScorer)

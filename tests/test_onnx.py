@@ -14,7 +14,9 @@ pytest.importorskip("onnxscript")
 
 from rerank_plugins import RerankConfig
 from rerank_plugins.errors import MissingExtraError, ModelLoadError
-from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, clear_model_cache, resolve_backend
+from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+from rerank_plugins.scoring.factory import clear_model_cache
+from rerank_plugins.scoring.loading import resolve_backend
 from rerank_plugins.scoring.onnx_backend import export_dir_for
 from tests.test_scorer_contract import PAIRS
 

@@ -234,7 +234,7 @@ TEN = cands(*(f"apple passage {i}" if i % 3 else f"green apples passage {i}" for
 
 def test_time_budget_scores_in_first_stage_order_and_keeps_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _Clock()
-    monkeypatch.setattr("rerank_plugins.pipeline.time.perf_counter", clock)
+    monkeypatch.setattr("rerank_plugins.pipeline.plan.time.perf_counter", clock)
     scorer = _TimedScorer(clock, seconds_per_call=0.040)
     cfg = RerankConfig(batch_size=2, top_n=None, time_budget_ms=100)
     result = rerank_candidates("green apples", TEN, scorer, cfg)
@@ -253,7 +253,7 @@ def test_time_budget_always_scores_the_first_batch_and_generous_budgets_score_al
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = _Clock()
-    monkeypatch.setattr("rerank_plugins.pipeline.time.perf_counter", clock)
+    monkeypatch.setattr("rerank_plugins.pipeline.plan.time.perf_counter", clock)
     tight = rerank_candidates(
         "green apples", TEN, _TimedScorer(clock, 1.0), RerankConfig(batch_size=3, time_budget_ms=1)
     )
@@ -270,7 +270,7 @@ def test_time_budget_with_threshold_keeps_unscored_and_async_agrees(monkeypatch:
     import asyncio
 
     clock = _Clock()
-    monkeypatch.setattr("rerank_plugins.pipeline.time.perf_counter", clock)
+    monkeypatch.setattr("rerank_plugins.pipeline.plan.time.perf_counter", clock)
     cfg = RerankConfig(batch_size=2, top_n=None, time_budget_ms=100, activation="raw", score_threshold=2.0)
     sync = rerank_candidates("green apples", TEN, _TimedScorer(clock, 0.040), cfg)
     asyn = asyncio.run(arerank_candidates("green apples", TEN, _TimedScorer(clock, 0.040), cfg))
@@ -287,7 +287,7 @@ def test_unscored_candidates_reach_both_adapters_with_no_score(monkeypatch: pyte
     from rerank_plugins.adapters.llamaindex import RerankNodePostprocessor
 
     clock = _Clock()
-    monkeypatch.setattr("rerank_plugins.pipeline.time.perf_counter", clock)
+    monkeypatch.setattr("rerank_plugins.pipeline.plan.time.perf_counter", clock)
     cfg = RerankConfig(batch_size=2, top_n=None, time_budget_ms=50)
     docs = [Document(page_content=c.text, id=c.id) for c in TEN]
     out = RerankCompressor(model=_TimedScorer(clock, 0.040), config=cfg).compress_documents(docs, "green apples")

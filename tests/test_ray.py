@@ -23,7 +23,7 @@ pytest.importorskip("pyarrow")
 import httpx
 
 from rerank_plugins.config import RerankConfig
-from rerank_plugins.scoring.cross_encoder import get_scorer
+from rerank_plugins.scoring.factory import get_scorer
 from rerank_plugins.scoring.remote import RemoteScorer
 from rerank_plugins.serving.settings import ServeSettings
 from tests.conftest import build_tiny_cross_encoder

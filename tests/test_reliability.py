@@ -17,7 +17,8 @@ import pytest
 
 from rerank_plugins import Candidate, RerankConfig, rerank_candidates
 from rerank_plugins.errors import ModelLoadError, RerankInputError
-from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, get_scorer
+from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+from rerank_plugins.scoring.factory import get_scorer
 
 CPU = RerankConfig(device="cpu")
 

@@ -14,7 +14,7 @@ import respx
 
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.errors import ConfigError, RerankInputError, ScorerOutputError
-from rerank_plugins.scoring.cross_encoder import get_scorer
+from rerank_plugins.scoring.factory import get_scorer
 from rerank_plugins.scoring.remote import RemoteScorer, RemoteScorerError
 from rerank_plugins.serving.app import RerankService, create_app
 from rerank_plugins.serving.settings import ServeSettings

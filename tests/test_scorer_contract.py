@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from rerank_plugins import RerankConfig, Scorer
-from rerank_plugins.retrieval.dense import BiEncoderScorer
+from rerank_plugins.scoring.bi_encoder import BiEncoderScorer
 from rerank_plugins.scoring.cache import CachedScorer
 from rerank_plugins.scoring.ensemble import EnsembleScorer
 from rerank_plugins.scoring.seq2seq import MonoT5Scorer, RankT5Scorer

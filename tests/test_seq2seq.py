@@ -75,7 +75,7 @@ def test_duot5_reorders_only_the_top_k_and_keeps_them_on_top(tiny_t5: str) -> No
 
 
 def test_selected_from_the_config(tiny_t5: str, tiny_model: str) -> None:
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.factory import get_scorer
 
     assert isinstance(get_scorer(RerankConfig(model=tiny_t5, device="cpu", scorer="monot5")), MonoT5Scorer)
     assert isinstance(get_scorer(RerankConfig(model=tiny_t5, device="cpu", scorer="rankt5")), RankT5Scorer)

@@ -20,7 +20,8 @@ def test_shipped_model_is_a_small_safetensors_folder() -> None:
 
 @pytest.mark.slow
 def test_shipped_model_is_the_default_and_ranks_a_relevant_passage_first() -> None:
-    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, get_scorer
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+    from rerank_plugins.scoring.factory import get_scorer
     from rerank_plugins.scoring.windowed import WindowedScorer
 
     scorer = get_scorer(RerankConfig(device="cpu"))

@@ -88,7 +88,7 @@ def test_multibyte_text_windows_keep_the_original_characters(tiny_model: str) ->
 
 
 def test_selected_from_config(tiny_model: str) -> None:
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.factory import get_scorer
 
     scorer = get_scorer(CPU, model=tiny_model, scorer="windowed", window_tokens=16, window_aggregate="first")
     assert isinstance(scorer, WindowedScorer)
@@ -110,7 +110,7 @@ def test_window_limit_bounds_a_huge_passage_and_says_what_was_cut(tiny_model: st
     from langchain_core.documents import Document
 
     from rerank_plugins.adapters.langchain import RerankCompressor
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.factory import get_scorer
 
     inner, seen = _spied_inner(tiny_model, max_length=32)
     huge = "green apples are sour " * 48_000  # ~1 MB, ~190k tokens

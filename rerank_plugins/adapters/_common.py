@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.errors import ConfigError
 from rerank_plugins.pipeline import RankedCandidate
 from rerank_plugins.scoring.base import Scorer
+from rerank_plugins.scoring.cascade import Cascade
 
 #: Metadata keys the adapters add to every returned document / node.
 RELEVANCE_SCORE = "relevance_score"
@@ -39,15 +40,23 @@ ADDED_KEYS = (
 )
 
 
-def resolve_settings(
-    model: str | Scorer | None, config: RerankConfig | None, overrides: Mapping[str, Any]
-) -> tuple[RerankConfig, Scorer]:
-    """Merge ``model=``, explicit keyword settings and ``config`` into one config and a scorer.
+class Resolved(NamedTuple):
+    """What an adapter runs: its settings, its scorer and its cascade, resolved once at set-up."""
+
+    config: RerankConfig
+    scorer: Scorer
+    cascade: Cascade | None
+
+
+def resolve_settings(model: str | Scorer | None, config: RerankConfig | None, overrides: Mapping[str, Any]) -> Resolved:
+    """Merge ``model=``, explicit keyword settings and ``config`` into one config, a scorer and a cascade.
 
     Precedence: explicit keywords > ``config`` > ``RERANK_PLUGINS_*`` environment variables >
     defaults (:meth:`RerankConfig.resolve`). A :class:`Scorer` instance is used as is, otherwise
-    the process-wide shared cross-encoder for these settings is taken.
+    the process-wide shared scorer for these settings is taken.
     """
+    from rerank_plugins.scoring.factory import get_scorer, resolve_cascade
+
     if isinstance(model, Scorer):
         cfg = RerankConfig.resolve(config, **overrides)
         if isinstance(cfg.cascade_keep, int) and cfg.cascade_model is None:
@@ -59,7 +68,7 @@ def resolve_settings(
                     "to the cross-encoder of the cheap pass (only a cross-encoder can be read at cascade_max_length)"
                 )
             cfg = cfg.merged(cascade_model=model.name)
-        return cfg, model
+        return Resolved(cfg, model, resolve_cascade(cfg, model))
     if model is not None and not isinstance(model, str):
         raise TypeError(
             f"model must be a Hugging Face id, a local path or a Scorer instance, got {type(model).__name__}"
@@ -67,12 +76,11 @@ def resolve_settings(
     if model is not None:
         overrides = {**overrides, "model": model}
     cfg = RerankConfig.resolve(config, **overrides)
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    scorer = get_scorer(cfg)
+    return Resolved(cfg, scorer, resolve_cascade(cfg, scorer))
 
-    return cfg, get_scorer(cfg)
 
-
-def resolve_adapter_settings(adapter: Any) -> tuple[RerankConfig, Scorer]:
+def resolve_adapter_settings(adapter: Any) -> Resolved:
     """:func:`resolve_settings` for an adapter with ``model``, ``top_n``, ``score_threshold`` and ``config`` fields.
 
     Only the keyword settings the caller actually passed override ``config`` (so

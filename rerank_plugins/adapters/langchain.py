@@ -51,6 +51,7 @@ from rerank_plugins.config import RerankConfig  # noqa: E402
 from rerank_plugins.pipeline import Candidate, RerankResult, arerank_candidates, rerank_candidates  # noqa: E402
 from rerank_plugins.retrieval.hybrid import HybridSearcher  # noqa: E402
 from rerank_plugins.scoring.base import Scorer  # noqa: E402
+from rerank_plugins.scoring.cascade import Cascade  # noqa: E402
 
 __all__ = ["HybridRetriever", "RerankCompressor"]
 
@@ -93,6 +94,7 @@ class RerankCompressor(BaseDocumentCompressor):
 
     _settings: RerankConfig = PrivateAttr()
     _scorer: Scorer = PrivateAttr()
+    _cascade: Cascade | None = PrivateAttr()
 
     @field_serializer("model")
     def _model_name(self, model: Any) -> Any:
@@ -100,7 +102,7 @@ class RerankCompressor(BaseDocumentCompressor):
         return model.name if isinstance(model, Scorer) else model
 
     def model_post_init(self, context: Any, /) -> None:
-        self._settings, self._scorer = resolve_adapter_settings(self)
+        self._settings, self._scorer, self._cascade = resolve_adapter_settings(self)
 
     @property
     def settings(self) -> RerankConfig:
@@ -140,7 +142,9 @@ class RerankCompressor(BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Rerank ``documents`` for ``query``; returns new documents, best first."""
-        result = rerank_candidates(query, self._candidates(documents), self._scorer, self._settings)
+        result = rerank_candidates(
+            query, self._candidates(documents), self._scorer, self._settings, cascade=self._cascade or False
+        )
         return self._documents(result)
 
     async def acompress_documents(
@@ -150,7 +154,9 @@ class RerankCompressor(BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Async :meth:`compress_documents`; scoring runs off the event loop."""
-        result = await arerank_candidates(query, self._candidates(documents), self._scorer, self._settings)
+        result = await arerank_candidates(
+            query, self._candidates(documents), self._scorer, self._settings, cascade=self._cascade or False
+        )
         return self._documents(result)
 
 

@@ -41,6 +41,7 @@ from rerank_plugins.config import RerankConfig  # noqa: E402
 from rerank_plugins.pipeline import Candidate, RerankResult, arerank_candidates, rerank_candidates  # noqa: E402
 from rerank_plugins.retrieval.hybrid import HybridSearcher  # noqa: E402
 from rerank_plugins.scoring.base import Scorer  # noqa: E402
+from rerank_plugins.scoring.cascade import Cascade  # noqa: E402
 
 __all__ = ["HybridNodeRetriever", "RerankNodePostprocessor"]
 
@@ -98,6 +99,7 @@ class RerankNodePostprocessor(BaseNodePostprocessor):
 
     _settings: RerankConfig = PrivateAttr()
     _scorer: Scorer = PrivateAttr()
+    _cascade: Cascade | None = PrivateAttr()
 
     @field_serializer("model")
     def _model_name(self, model: Any) -> Any:
@@ -105,7 +107,7 @@ class RerankNodePostprocessor(BaseNodePostprocessor):
         return model.name if isinstance(model, Scorer) else model
 
     def model_post_init(self, context: Any, /) -> None:
-        self._settings, self._scorer = resolve_adapter_settings(self)
+        self._settings, self._scorer, self._cascade = resolve_adapter_settings(self)
 
     @classmethod
     def class_name(cls) -> str:
@@ -169,7 +171,11 @@ class RerankNodePostprocessor(BaseNodePostprocessor):
         query = self._start(nodes, query_bundle).query_str
         out: list[NodeWithScore] = []
         try:
-            out = self._nodes(rerank_candidates(query, self._candidates(nodes), self._scorer, self._settings))
+            out = self._nodes(
+                rerank_candidates(
+                    query, self._candidates(nodes), self._scorer, self._settings, cascade=self._cascade or False
+                )
+            )
         finally:
             dispatcher.event(ReRankEndEvent(nodes=out))
         return out
@@ -181,7 +187,11 @@ class RerankNodePostprocessor(BaseNodePostprocessor):
         query = self._start(nodes, query_bundle).query_str
         out: list[NodeWithScore] = []
         try:
-            out = self._nodes(await arerank_candidates(query, self._candidates(nodes), self._scorer, self._settings))
+            out = self._nodes(
+                await arerank_candidates(
+                    query, self._candidates(nodes), self._scorer, self._settings, cascade=self._cascade or False
+                )
+            )
         finally:
             dispatcher.event(ReRankEndEvent(nodes=out))
         return out

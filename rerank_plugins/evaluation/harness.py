@@ -31,9 +31,10 @@ from rerank_plugins.config import RerankConfig
 from rerank_plugins.evaluation.datasets import BeirDataset
 from rerank_plugins.evaluation.metrics import evaluate, ranked_ids
 from rerank_plugins.fusion import reciprocal_rank_fusion
-from rerank_plugins.pipeline import Candidate, rerank_candidates, resolve_cascade
+from rerank_plugins.pipeline import Candidate, rerank_candidates
 from rerank_plugins.scoring.base import ScoredPairs, Scorer
 from rerank_plugins.scoring.cache import CachedScorer
+from rerank_plugins.scoring.cascade import Cascade
 
 __all__ = ["EvalReport", "default_metrics", "first_stage_runs", "format_table", "run_evaluation"]
 
@@ -136,6 +137,8 @@ class EvalReport:
 class _Counted(Scorer):
     """Counts the pairs a set-dependent scorer reads (its scores cannot be cached per pair)."""
 
+    inner: Scorer
+
     def __init__(self, inner: Scorer) -> None:
         self.inner, self.name, self.misses = inner, inner.name, 0
         self.recommended_first_stage_weight = inner.recommended_first_stage_weight
@@ -197,10 +200,14 @@ def run_evaluation(
             if "first_stage_weight" in variant.model_fields_set:
                 own["first_stage_weight"] = variant.first_stage_weight
             run_cfg = cfg.merged(**own)
+        from rerank_plugins.scoring.factory import resolve_cascade
+
         resolved = resolve_cascade(run_cfg, member)
         pruner = None
+        cascade: Cascade | None = None
         if resolved is not None:
-            pruner = memos.setdefault(id(resolved[1]), _memo(resolved[1]))
+            pruner = memos.setdefault(id(resolved.scorer), _memo(resolved.scorer))
+            cascade = Cascade(resolved.keep, pruner, resolved.exact)
         for name in rerank_stages if rerank_stages is not None else list(runs):
             reranked: Run = {}
             t = time.perf_counter()
@@ -209,7 +216,7 @@ def run_evaluation(
                 # official candidate lists are reranked whole; corpus first stages to ``depth``
                 top = ranked_ids(runs[name][q])[: None if ds.candidates else depth]
                 cands = [Candidate(d, ds.doc_text(d)) for d in top]
-                result = rerank_candidates(ds.queries[q], cands, memo, run_cfg, pruner=pruner)
+                result = rerank_candidates(ds.queries[q], cands, memo, run_cfg, cascade=cascade or False)
                 # the run keeps the output order (unscored candidates, if a time budget ran out, come last)
                 reranked[q] = {str(r.candidate.id): float(len(result.items) - r.rank) for r in result.items}
             seconds = time.perf_counter() - t

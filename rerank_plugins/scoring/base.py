@@ -160,6 +160,19 @@ class Scorer(ABC):
     #: True when a pair's score depends on the other pairs of the call (rank normalisation, pairwise
     #: re-scoring): such scores cannot be cached per pair.
     set_dependent: bool = False
+    #: The scorer a wrapper delegates to (the score cache's, the windows' cross-encoder...); None for a backend.
+    inner: Scorer | None = None
+
+    @property
+    def unwrapped(self) -> Scorer:
+        """The scorer beneath wrappers that keep its scores as they are (the score cache); else itself."""
+        return self
+
+    def cheap_pass_is_exact(self, cheap: Scorer) -> bool:
+        """True when a pair ``cheap`` read whole already has the score this scorer would give it, because
+        ``cheap`` is this scorer's own model read at a shorter length: the cascade then keeps that score
+        instead of reading the pair again."""
+        return False
 
     @property
     def fingerprint(self) -> str:
@@ -173,8 +186,7 @@ class Scorer(ABC):
         (of the logit), 'raw' (logits), 'probability' (a model's own softmax), 'rank' (normalised
         ranks of an ensemble) or 'unknown'. Adapters and the server report it as
         ``relevance_score_kind``, so a threshold is read on the right scale."""
-        inner = getattr(self, "inner", None)
-        return inner.score_kind if isinstance(inner, Scorer) else "unknown"
+        return self.inner.score_kind if isinstance(self.inner, Scorer) else "unknown"
 
     def count_tokens(self, texts: Sequence[str]) -> int | None:
         """Tokens of ``texts`` under the model's tokenizer, or None when the scorer has none to count with."""

@@ -59,6 +59,8 @@ class CachedScorer(Scorer):
             inner scorer's ``config`` when it has one).
     """
 
+    inner: Scorer
+
     def __init__(
         self,
         inner: Scorer,
@@ -95,6 +97,13 @@ class CachedScorer(Scorer):
     @property
     def fingerprint(self) -> str:
         return self._prefix
+
+    @property
+    def unwrapped(self) -> Scorer:
+        return self.inner.unwrapped
+
+    def cheap_pass_is_exact(self, cheap: Scorer) -> bool:
+        return self.inner.cheap_pass_is_exact(cheap)
 
     def count_tokens(self, texts: Sequence[str]) -> int | None:
         return self.inner.count_tokens(texts)

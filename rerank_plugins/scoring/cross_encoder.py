@@ -15,18 +15,17 @@ tokenizers are not thread-safe ("Already borrowed").
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from rerank_plugins._extras import require
 from rerank_plugins.config import RerankConfig
-from rerank_plugins.errors import ModelLoadError, RerankInputError
+from rerank_plugins.errors import ModelLoadError
 from rerank_plugins.scoring.base import (
     PairNote,
     ScoredPairs,
@@ -38,100 +37,25 @@ from rerank_plugins.scoring.base import (
 )
 from rerank_plugins.scoring.calibration import CALIBRATION_FILE, Calibration, load_calibration
 from rerank_plugins.scoring.identity import downloads_allowed, ensure_hub_reachable, model_identity
+from rerank_plugins.scoring.loading import (
+    PassageLayout,
+    fit_query,
+    load_guard,
+    local_files,
+    refused_pickle_hint,
+    resolve_backend,
+    resolve_device,
+    resolve_dtype,
+    resolve_model,
+    token_budget_batches,
+)
 
-__all__ = [
-    "CrossEncoderScorer",
-    "clear_model_cache",
-    "get_scorer",
-    "resolve_backend",
-    "resolve_device",
-    "GUARD_FILE",
-    "FittedQuery",
-    "fit_query",
-    "load_guard",
-    "resolve_model",
-    "token_budget_batches",
-]
+__all__ = ["CrossEncoderScorer", "clear_loaded_models"]
 
 logger = logging.getLogger(__name__)
 
-_MIN_PASSAGE_TOKENS = 8
 _lock = threading.Lock()
 _models: dict[tuple[Any, ...], _LoadedModel] = {}
-_scorers: dict[tuple[Any, ...], Scorer] = {}
-#: Settings used by the pipeline only (selection, dedupe, text): they never change a score.
-_PIPELINE_ONLY = (
-    "top_n",
-    "score_threshold",
-    "min_keep",
-    "max_candidates",
-    "first_stage_weight",
-    "dedupe_by_content",
-    "text",
-    "metadata_keys",
-    "time_budget_ms",
-    "cascade_keep",
-    "cascade_max_length",
-    "cascade_model",
-)
-
-
-def resolve_model(model: str | None) -> str:
-    """The model id or path to load: ``model``, or the shipped default when None."""
-    if model is not None:
-        if not isinstance(model, str) or not model.strip():
-            raise ModelLoadError(f"model must be a non-empty Hugging Face id or path, got {model!r}")
-        return model
-    from rerank_plugins.models import default_model_path
-
-    return str(default_model_path())
-
-
-def refused_pickle_hint(name: str, is_local: bool, allow_pickle_weights: bool) -> str:
-    """Why a local folder without safetensors weights did not load ('' when that is not the reason)."""
-    if not is_local or allow_pickle_weights or any(Path(name).expanduser().glob("*.safetensors")):
-        return ""
-    return (
-        "It has no .safetensors weights, and pickle-based files (pytorch_model.bin) are refused by "
-        "default because loading them can run code. Convert it with save_pretrained(safe_serialization=True), "
-        "or set allow_pickle_weights=True if you trust its source."
-    )
-
-
-def resolve_device(device: str) -> str:
-    """Map ``"auto"`` to cuda > mps > cpu; check an explicit accelerator is present."""
-    torch = require("torch", "Cross-encoder scoring")
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return "mps"
-        return "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"device={device!r} was asked for but CUDA is not available; use device='auto' or 'cpu'")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise ModelLoadError("device='mps' was asked for but MPS is not available; use device='auto' or 'cpu'")
-    return device
-
-
-def resolve_backend(backend: str, device: str) -> str:
-    """Map ``"auto"`` to ``"onnx"`` on CPU when ONNX Runtime is installed, else ``"torch"``."""
-    from rerank_plugins.scoring.onnx_backend import onnxruntime_available
-
-    if backend == "auto":
-        return "onnx" if device == "cpu" and onnxruntime_available() else "torch"
-    if backend.startswith("onnx") and device != "cpu":
-        raise ModelLoadError(f"backend={backend!r} runs on the CPU only; use device='cpu' or backend='torch'")
-    return backend
-
-
-def _resolve_dtype(dtype: str, device: str) -> str:
-    if dtype == "auto":
-        return "float16" if device.startswith("cuda") else "float32"
-    if device == "cpu" and dtype != "float32":
-        logger.warning("dtype=%s on CPU is usually several times slower than float32", dtype)
-    return dtype
 
 
 @dataclass
@@ -164,14 +88,6 @@ class _LoadedModel:
     @property
     def special_tokens(self) -> int:
         return int(self.tokenizer.num_special_tokens_to_add(pair=True))
-
-
-def _local_files(name: str, is_local: bool) -> Path:
-    if is_local:
-        return Path(name).expanduser()
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(name, local_files_only=True))
 
 
 def _load(name: str, device: str, dtype: str, backend: str, config: RerankConfig) -> _LoadedModel:
@@ -248,7 +164,7 @@ def _load(name: str, device: str, dtype: str, backend: str, config: RerankConfig
         cache = Path(config.onnx_cache_dir).expanduser() if config.onnx_cache_dir else None
         runner = OnnxRunner(
             name,
-            _local_files(name, is_local),
+            local_files(name, is_local),
             model,
             ce.tokenizer,
             quantize=backend == "onnx-int8",
@@ -265,7 +181,7 @@ def _shared_model(config: RerankConfig) -> _LoadedModel:
     name = resolve_model(config.model)
     device = resolve_device(config.device)
     backend = resolve_backend(config.backend, device)
-    dtype = _resolve_dtype(config.dtype, device) if backend == "torch" else "float32"
+    dtype = resolve_dtype(config.dtype, device) if backend == "torch" else "float32"
     key = (
         model_identity(name),
         device,
@@ -284,11 +200,10 @@ def _shared_model(config: RerankConfig) -> _LoadedModel:
         return loaded
 
 
-def clear_model_cache() -> None:
-    """Forget every shared model and scorer (their memory is freed once unused)."""
+def clear_loaded_models() -> None:
+    """Forget every shared cross-encoder model (its memory is freed once unused)."""
     with _lock:
         _models.clear()
-        _scorers.clear()
 
 
 class CrossEncoderScorer(Scorer):
@@ -349,11 +264,37 @@ class CrossEncoderScorer(Scorer):
             ids = lm.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
         return sum(len(x) for x in ids)
 
+    def layout(self, pairs: Sequence[tuple[str, str]]) -> PassageLayout:
+        """Where each pair's passage tokens sit and how each query fits ``max_length`` (for windows)."""
+        lm = self._loaded
+        lm.check_process()
+        budget = self.config.max_length
+        with lm.lock:
+            tok = lm.tokenizer
+            queries = {q: fit_query(tok, q, budget, lm.special_tokens) for q in {q for q, _ in pairs}}
+            enc = tok([p for _, p in pairs], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        return PassageLayout(budget, lm.special_tokens, queries, [list(map(tuple, o)) for o in enc["offset_mapping"]])
+
+    @property
+    def tokenizer(self) -> Any:
+        """The loaded tokenizer (use it under no other lock than the scorer's own calls)."""
+        return self._loaded.tokenizer
+
+    @property
+    def onnx_path(self) -> Path | None:
+        """The ONNX graph the scorer runs (None on the torch backend)."""
+        runner = self._loaded.runner
+        return None if runner is None else Path(runner.path)
+
     @property
     def _logit_mapping(self) -> str:
         cal = self.calibration
         activation = "raw" if self.config.activation == "raw" else f"platt({cal.a},{cal.b})" if cal else "sigmoid"
         return f"{activation}|{self._loaded.dtype}"
+
+    def cheap_pass_is_exact(self, cheap: Scorer) -> bool:
+        base = cheap.unwrapped
+        return isinstance(base, CrossEncoderScorer) and base.shares_weights_with(self)
 
     def shares_weights_with(self, other: CrossEncoderScorer) -> bool:
         """True when both read the same loaded weights and turn logits into scores the same way
@@ -436,173 +377,3 @@ class CrossEncoderScorer(Scorer):
                     for i, s in zip(idx, self._logits_to_scores(lm.logits(enc)), strict=True):
                         scores[i] = s
         return ScoredPairs(check_scores(scores, len(pairs), self.name), notes)
-
-
-#: A model folder's own ordering guard: ``{"first_stage_weight": w, "chosen_on": "..."}``.
-GUARD_FILE = "rerank_guard.json"
-
-
-def load_guard(directory: Path) -> float:
-    """The ``first_stage_weight`` a model folder recommends (its ``rerank_guard.json``), else 0.
-
-    Raises:
-        ModelLoadError: when the file exists but does not hold a weight in [0, 1].
-    """
-    path = directory / GUARD_FILE
-    if not path.is_file():
-        return 0.0
-    try:
-        weight = json.loads(path.read_text(encoding="utf-8"))["first_stage_weight"]
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
-            raise ValueError(f"first_stage_weight={weight!r} is not a number in [0, 1]")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelLoadError(f"{path} is not a valid guard file ({exc}); fix or delete it") from exc
-    return float(weight)
-
-
-class FittedQuery(NamedTuple):
-    """A query as scored: its text, its length in tokens, and how many tokens were cut from its end."""
-
-    text: str
-    tokens: int
-    dropped: int
-
-
-def fit_query(tokenizer: Any, query: str, budget: int, special_tokens: int) -> FittedQuery:
-    """``query`` as it is scored under ``budget`` tokens per pair (tokenized once, here).
-
-    A query may take at most three quarters of the budget (less the special tokens), so that the passage
-    always keeps a quarter (at least 8 tokens); a longer query loses its tail at a token boundary, with
-    a warning. Descriptive information needs, chat context and HyDE texts reach such lengths.
-    """
-    room = max(_MIN_PASSAGE_TOKENS, budget // 4)
-    keep = budget - special_tokens - room
-    if keep < 1:
-        raise RerankInputError(
-            f"max_length={budget} leaves no room for a query next to a passage; raise max_length (at least 32)"
-        )
-    enc = tokenizer(query, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-    n = len(enc["input_ids"])
-    if n <= keep:
-        return FittedQuery(query, n, 0)
-    cut_at = enc["offset_mapping"][keep - 1][1]
-    logger.warning(
-        "a query of %d tokens was cut to its first %d so that passages keep %d of max_length=%d tokens "
-        "(raise max_length to read more of it)",
-        n,
-        keep,
-        room,
-        budget,
-    )
-    return FittedQuery(query[:cut_at], keep, n - keep)
-
-
-def token_budget_batches(lengths: Sequence[int], max_pairs: int, max_tokens: int | None) -> list[list[int]]:
-    """Group positions into batches of similar length, longest first.
-
-    A batch holds at most ``max_pairs`` pairs and, padded to its longest member, at
-    most ``max_tokens`` tokens (a single pair longer than that still gets its own
-    batch), so memory stays bounded at any candidate count. Callers restore input
-    order by position.
-
-    Example:
-        >>> token_budget_batches([5, 100, 7, 90], max_pairs=8, max_tokens=200)
-        [[1, 3], [2, 0]]
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        longest = lengths[current[0]] if current else lengths[i]
-        too_many = len(current) >= max_pairs
-        too_long = max_tokens is not None and (len(current) + 1) * longest > max_tokens
-        if current and (too_many or too_long):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
-
-
-def _build_scorer(cfg: RerankConfig) -> Scorer:
-    scorer: Scorer
-    if cfg.scorer == "remote":
-        from rerank_plugins.scoring.remote import RemoteScorer
-
-        scorer = RemoteScorer(cfg)
-    elif cfg.scorer == "ensemble":
-        from rerank_plugins.scoring.ensemble import EnsembleScorer
-
-        scorer = EnsembleScorer(
-            [get_scorer(m) for m in cfg.members], weights=cfg.member_weights, normalize=cfg.ensemble_normalize
-        )
-    elif cfg.scorer == "bi-encoder":
-        from rerank_plugins.retrieval.dense import BiEncoderScorer
-
-        scorer = BiEncoderScorer(cfg.model, allow_pickle_weights=cfg.allow_pickle_weights)
-    elif cfg.scorer in ("monot5", "rankt5"):
-        from rerank_plugins.scoring.seq2seq import MonoT5Scorer, RankT5Scorer
-
-        scorer = MonoT5Scorer(cfg) if cfg.scorer == "monot5" else RankT5Scorer(cfg)
-    else:
-        scorer = CrossEncoderScorer(config=cfg)
-        if cfg.scorer == "windowed":
-            from rerank_plugins.scoring.windowed import WindowedScorer
-
-            scorer = WindowedScorer(
-                scorer, window=cfg.window_tokens, stride=cfg.window_stride, how=cfg.window_aggregate,
-                limit=cfg.window_limit,
-            )  # fmt: skip
-    if cfg.cache_entries or cfg.cache_path:
-        scorer = _cached(scorer, cfg)
-    if cfg.duo_model is not None:
-        from rerank_plugins.scoring.seq2seq import DuoT5Scorer
-
-        # duoT5's order depends on the candidate set: the cache keeps the pointwise scores beneath it
-        scorer = DuoT5Scorer(scorer, cfg.merged(model=cfg.duo_model), top_k=cfg.duo_top_k)
-    return scorer
-
-
-def _cached(scorer: Scorer, cfg: RerankConfig) -> Scorer:
-    """``scorer`` behind the configured score cache; a set-dependent ensemble caches its members."""
-    from rerank_plugins.scoring.cache import CachedScorer
-    from rerank_plugins.scoring.ensemble import EnsembleScorer
-
-    if isinstance(scorer, EnsembleScorer) and scorer.set_dependent:
-        return EnsembleScorer(
-            [_cached(m, cfg) for m in scorer.members], weights=scorer.weights, normalize=scorer.normalize
-        )
-    return CachedScorer(scorer, max_entries=cfg.cache_entries or None, path=cfg.cache_path)
-
-
-def _model_of(cfg: RerankConfig) -> str:
-    """The model a config's scorer loads (``model=None`` means another default for the bi-encoder)."""
-    if cfg.scorer == "bi-encoder" and cfg.model is None:
-        from rerank_plugins.retrieval.dense import default_bi_encoder_path
-
-        return str(default_bi_encoder_path())
-    return resolve_model(cfg.model)
-
-
-def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> Scorer:
-    """The process-wide shared :class:`CrossEncoderScorer` for these settings.
-
-    Two calls with equal settings return the same object; calls that differ only
-    in per-call settings (batch size, length, activation) get distinct scorers
-    over one shared copy of the weights.
-    """
-    cfg = (config or RerankConfig()).merged(**overrides) if overrides else (config or RerankConfig())
-    # Every setting except those the pipeline applies after scoring can change a score,
-    # so the key is the config itself with the pipeline-only fields reset.
-    key = (
-        cfg.model if cfg.scorer in ("ensemble", "remote") else model_identity(_model_of(cfg)),
-        cfg.model_copy(update={f: RerankConfig.model_fields[f].default for f in _PIPELINE_ONLY}),
-    )
-    with _lock:
-        scorer = _scorers.get(key)
-    if scorer is None:
-        created = _build_scorer(cfg)
-        with _lock:
-            scorer = _scorers.setdefault(key, created)
-    return scorer

@@ -71,7 +71,7 @@ class _T5:
     """A loaded T5 model and tokenizer, with the lock that guards them."""
 
     def __init__(self, config: RerankConfig) -> None:
-        from rerank_plugins.scoring.cross_encoder import refused_pickle_hint, resolve_device, resolve_model
+        from rerank_plugins.scoring.loading import refused_pickle_hint, resolve_device, resolve_model
 
         self.torch = require("torch", "T5 rerankers")
         transformers = require("transformers", "T5 rerankers")

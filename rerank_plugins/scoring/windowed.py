@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Protocol
 
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_pairs
-from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer, fit_query
+from rerank_plugins.scoring.loading import PassageLayout
 
 __all__ = ["WindowedScorer", "aggregate", "split_windows"]
 
@@ -65,6 +65,34 @@ def aggregate(scores: Sequence[float], how: Aggregate) -> float:
     raise ValueError(f"unknown aggregate {how!r}; use 'max', 'first' or 'mean-top2'")
 
 
+class WindowReader(Protocol):
+    """What :class:`WindowedScorer` needs from the scorer that reads each window (a cross-encoder)."""
+
+    name: str
+    config: RerankConfig
+    recommended_first_stage_weight: float
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def count_tokens(self, texts: Sequence[str]) -> int: ...
+
+    def layout(self, pairs: Sequence[tuple[str, str]]) -> PassageLayout: ...
+
+    @property
+    def unwrapped(self) -> Scorer: ...
+
+    def cheap_pass_is_exact(self, cheap: Scorer) -> bool: ...
+
+    def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs: ...
+
+
 class WindowedScorer(Scorer):
     """Score long passages window by window with a cross-encoder.
 
@@ -77,9 +105,11 @@ class WindowedScorer(Scorer):
             pair's note counts the cut tokens (``dropped_tokens``).
     """
 
+    inner: WindowReader  # type: ignore[assignment]  # a cross-encoder, typed by what is used of it
+
     def __init__(
         self,
-        inner: CrossEncoderScorer,
+        inner: WindowReader,
         *,
         window: int | None = None,
         stride: int | None = None,
@@ -115,6 +145,10 @@ class WindowedScorer(Scorer):
     def count_tokens(self, texts: Sequence[str]) -> int:
         return self.inner.count_tokens(texts)
 
+    def cheap_pass_is_exact(self, cheap: Scorer) -> bool:
+        # a pair the cheap pass read whole fits one window, read whole too; fixed windows may split it
+        return self.window is None and self.inner.cheap_pass_is_exact(cheap)
+
     @property
     def fingerprint(self) -> str:
         """Settings that change a score (a cache key part)."""
@@ -124,19 +158,13 @@ class WindowedScorer(Scorer):
         pairs = check_pairs(pairs)
         if not pairs:
             return ScoredPairs([], [])
-        lm = self.inner._loaded
-        lm.check_process()
-        budget = self.inner.config.max_length
-        with lm.lock:
-            tok = lm.tokenizer
-            fitted = {q: fit_query(tok, q, budget, lm.special_tokens) for q in {q for q, _ in pairs}}
-            enc = tok([p for _, p in pairs], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        layout = self.inner.layout(pairs)
         expanded: list[tuple[str, str]] = []
         owners: list[int] = []
         notes: list[PairNote] = []
-        for i, ((q, passage), offsets) in enumerate(zip(pairs, enc["offset_mapping"], strict=True)):
-            q_text, q_len, q_cut = fitted[q]
-            room = budget - lm.special_tokens - q_len
+        for i, ((q, passage), offsets) in enumerate(zip(pairs, layout.offsets, strict=True)):
+            q_text, q_len, q_cut = layout.queries[q]
+            room = layout.budget - layout.special_tokens - q_len
             window = min(self.window or room, room)
             stride = self.stride or max(1, window // 2)
             spans = split_windows(len(offsets), window, min(stride, window))[: self.limit]

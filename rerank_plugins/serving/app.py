@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from rerank_plugins._extras import require
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.errors import RerankInputError, RerankPluginsError
+from rerank_plugins.pipeline.ordering import best_first
 from rerank_plugins.scoring.base import ScoredPairs, Scorer, check_pairs
 from rerank_plugins.serving.settings import ServeSettings
 
@@ -195,7 +196,7 @@ class RerankService:
         self.config = config or RerankConfig()
         self.settings = settings or ServeSettings()
         if scorer is None:
-            from rerank_plugins.scoring.cross_encoder import get_scorer
+            from rerank_plugins.scoring.factory import get_scorer
 
             scorer = get_scorer(self.config)
         self.scorer = scorer
@@ -207,7 +208,7 @@ class RerankService:
     @property
     def raw_scorer(self) -> Scorer:
         if self._raw_scorer is None:
-            from rerank_plugins.scoring.cross_encoder import get_scorer
+            from rerank_plugins.scoring.factory import get_scorer
 
             self._raw_scorer = get_scorer(self.config.merged(activation="raw"))
         return self._raw_scorer
@@ -268,9 +269,8 @@ class RerankService:
         if req.truncation_direction.lower() == "left":
             raise ServiceError(422, "truncation_direction='left' is not supported; passages are cut on the right")
         scores = await self._score(req.query, req.texts, req.raw_scores, req.truncate)
-        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
         out = []
-        for i in order:
+        for i in best_first(scores):
             item: dict[str, Any] = {"index": i, "score": scores[i]}
             if req.return_text:
                 item["text"] = req.texts[i]
@@ -281,11 +281,8 @@ class RerankService:
         """Cohere v1/v2 and infinity: the same request fields, one answer every client parses."""
         texts = [document_text(d, req.rank_fields) for d in req.documents]
         scores = await self._score(req.query, texts, req.raw_scores, req.truncate)
-        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-        if req.top_n is not None:
-            order = order[: req.top_n]
         results = []
-        for i in order:
+        for i in best_first(scores, req.top_n):
             item: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
             if req.return_documents:
                 item["document"] = {"text": texts[i]}

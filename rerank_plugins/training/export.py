@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rerank_plugins._extras import require
 from rerank_plugins.scoring.calibration import CALIBRATION_FILE
-from rerank_plugins.scoring.cross_encoder import GUARD_FILE
+from rerank_plugins.scoring.loading import GUARD_FILE
 
 __all__ = ["export_checkpoint"]
 

@@ -465,7 +465,7 @@ def _dev_score(model: Any, tokenizer: Any, dev: list[DevSet], max_length: int, t
 
 def teacher_scores(groups: list[TrainingGroup], model: str | None) -> list[list[float]]:
     """The bi-encoder's cosine of every group's query with its positive and negatives (in group order)."""
-    from rerank_plugins.retrieval.dense import BiEncoderScorer
+    from rerank_plugins.scoring.bi_encoder import BiEncoderScorer
 
     pairs = [(g.query, p) for g in groups for p in (g.positive, *g.negatives)]
     logger.info("distillation: scoring %d pairs with the bi-encoder", len(pairs))

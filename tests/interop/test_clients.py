@@ -174,7 +174,7 @@ def test_remote_scorer_through_both_adapters_against_infinity(infinity_url: str,
     kept = RerankNodePostprocessor(config=cfg).postprocess_nodes(nodes, QueryBundle(QUERY))
     assert kept[0].node.node_id == str(ANSWER)
     # the same logits as the local model: one scale on every path
-    from rerank_plugins.scoring.cross_encoder import get_scorer
+    from rerank_plugins.scoring.factory import get_scorer
 
     local = get_scorer(RerankConfig(scorer="cross-encoder", activation="sigmoid", device="cpu", backend="torch"))
     remote = get_scorer(cfg)

@@ -1,0 +1,48 @@
+"""A cascade: a cheap pass scores every candidate, and only the best ``keep`` reach the full scorer.
+
+A :class:`Cascade` is resolved once, when a rerank step is set up
+(:func:`rerank_plugins.scoring.factory.resolve_cascade`), and handed to the pipeline, which
+only follows it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rerank_plugins.config import RerankConfig
+from rerank_plugins.scoring.base import Scorer
+
+__all__ = ["AUTO_CASCADE_KEEP", "Cascade", "cascade_with"]
+
+#: cascade_keep="auto": candidates the full model re-reads after the cheap 128-token pass. 30 keeps the
+#: full model's nDCG@10 within noise on SciFact train queries (hybrid top 100) with a margin; 20 looked as
+#: good there but lost 0.08 on 20 test queries (the model was trained on those train queries, so they
+#: overstate how well the cheap pass agrees). See README "The cascade". With the default windowed read
+#: (256-token windows) keep 30 after the 128-token pass is above the hybrid first stage on SciFact train
+#: claims held out of two training runs (docs/model-history.md, "Long abstracts in windows").
+AUTO_CASCADE_KEEP = 30
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """The cascade of a rerank step, resolved once when the step is set up.
+
+    Attributes:
+        keep: Candidates the full model re-scores after the cheap pass (a pool of at most ``keep``
+            candidates skips the cheap pass).
+        scorer: The cheap pass.
+        exact: True when the cheap pass is the full model's own cross-encoder at a shorter length, so
+            a pair it read whole already has its full-model score.
+    """
+
+    keep: int
+    scorer: Scorer
+    exact: bool = False
+
+
+def cascade_with(config: RerankConfig, scorer: Scorer, pruner: Scorer) -> Cascade | None:
+    """The cascade of ``config`` with ``pruner`` as its cheap pass (None when ``cascade_keep`` is off)."""
+    keep = config.cascade_keep
+    if keep is None:
+        return None
+    return Cascade(AUTO_CASCADE_KEEP if keep == "auto" else keep, pruner, scorer.cheap_pass_is_exact(pruner))
