@@ -100,7 +100,7 @@ def _run(src: Path, out: Path, *extra: str) -> dict[str, Any]:
 
 
 def _interrupted(src: Path, out: Path, total: int) -> dict[str, Any]:
-    from rerank_plugins.batch_scoring import read_scored
+    from rerank_plugins.serving.batch_scoring import read_scored
 
     files_at_kill = max(1, total // 200 // 3)
     proc = subprocess.Popen(

@@ -23,7 +23,7 @@ def listeners() -> dict[tuple[str, str], int]:
     the local Ray instance this process starts with ``init_ray(None)`` (or started before)."""
     import psutil
 
-    from rerank_plugins._ray import init_ray
+    from rerank_plugins.serving._ray import init_ray
 
     init_ray(None, extra="serve")
     time.sleep(3)  # the agents start a moment after ray.init returns

@@ -52,7 +52,7 @@ def soak(model: str | None, calls: int, every: int, warmup: int) -> dict[str, An
     from rerank_plugins import RerankConfig
     from rerank_plugins.adapters.langchain import RerankCompressor
     from rerank_plugins.adapters.llamaindex import RerankNodePostprocessor
-    from rerank_plugins.demo import load_demo_corpus
+    from rerank_plugins.data import load_demo_corpus
 
     corpus = [p.text for p in load_demo_corpus()]
     config = RerankConfig(model=model, device="cpu", top_n=3, max_length=128)

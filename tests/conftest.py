@@ -58,7 +58,7 @@ def build_tiny_cross_encoder(directory: Path, num_labels: int = 1, seed: int = 0
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-    from rerank_plugins.demo import load_demo_corpus
+    from rerank_plugins.data import load_demo_corpus
 
     texts = [p.text for p in load_demo_corpus()] + ["what why how which who when is the a of"]
     vocab = _train_tokenizer(texts, directory / "_vocab")
@@ -168,7 +168,7 @@ def build_tiny_t5(directory: Path, seed: int = 0) -> Path:
     from tokenizers import SentencePieceUnigramTokenizer
     from transformers import T5Config, T5ForConditionalGeneration, T5TokenizerFast
 
-    from rerank_plugins.demo import load_demo_corpus
+    from rerank_plugins.data import load_demo_corpus
 
     texts = [p.text for p in load_demo_corpus()]
     texts += ["Query: Document: Document0: Document1: Relevant: true false"] * 200

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rerank_plugins.bench import (
+from rerank_plugins.config import RerankConfig
+from rerank_plugins.evaluation.bench import (
     BASELINE,
     DEFAULT_LC,
     DEFAULT_LI,
@@ -17,7 +18,6 @@ from rerank_plugins.bench import (
     _percentile,
     format_report,
 )
-from rerank_plugins.config import RerankConfig
 
 
 def test_percentiles_interpolate() -> None:
@@ -68,7 +68,7 @@ def test_ratios_are_to_the_slowest_and_to_our_torch_baseline() -> None:
 
 @pytest.mark.slow
 def test_end_to_end_on_a_toy_dataset(tiny_model: str, tmp_path: Path) -> None:
-    from rerank_plugins.bench import run_benchmark
+    from rerank_plugins.evaluation.bench import run_benchmark
     from tests.test_training import _toy_beir
 
     (tmp_path / "data").mkdir()
@@ -100,7 +100,7 @@ def test_end_to_end_on_a_toy_dataset(tiny_model: str, tmp_path: Path) -> None:
 
 def test_compute_efficiency_is_reported_against_the_faster_matmul() -> None:
     pytest.importorskip("onnxruntime")
-    from rerank_plugins.bench import _ort_matmul_rate
+    from rerank_plugins.evaluation.bench import _ort_matmul_rate
 
     rate = _ort_matmul_rate(1)
     assert rate is not None
@@ -117,8 +117,8 @@ def test_compute_efficiency_is_reported_against_the_faster_matmul() -> None:
 
 
 def test_system_names_with_commas_parse_from_a_comma_separated_list() -> None:
-    from rerank_plugins.bench import parse_systems
     from rerank_plugins.errors import RerankPluginsError
+    from rerank_plugins.evaluation.bench import parse_systems
 
     # the example in `rerank-plugins bench --help`
     assert parse_systems("ours onnx, langchain,langchain CrossEncoderReranker") == [

@@ -164,7 +164,7 @@ def test_many_concurrent_async_calls_match_sequential(tiny_model: str) -> None:
 def test_hybrid_retriever_end_to_end_with_real_encoder(tiny_model: str) -> None:
     from langchain_classic.retrievers import ContextualCompressionRetriever
 
-    from rerank_plugins.demo import load_demo_corpus
+    from rerank_plugins.data import load_demo_corpus
 
     docs = [Document(page_content=p.text, id=p.id, metadata={"title": p.title}) for p in load_demo_corpus()]
     retriever = HybridRetriever.from_documents(docs, k=10)

@@ -139,7 +139,7 @@ def test_in_a_retriever_query_engine_with_mock_llm(tiny_model: str) -> None:
     from llama_index.core.llms import MockLLM
     from llama_index.core.query_engine import RetrieverQueryEngine
 
-    from rerank_plugins.demo import load_demo_corpus
+    from rerank_plugins.data import load_demo_corpus
 
     corpus = load_demo_corpus()
     retriever = HybridNodeRetriever([TextNode(text=p.text, id_=p.id) for p in corpus], k=8, use_dense=False)
@@ -158,7 +158,7 @@ def test_after_query_fusion_retriever(tiny_model: str) -> None:
     from llama_index.core.llms import MockLLM
     from llama_index.core.retrievers import QueryFusionRetriever
 
-    from rerank_plugins.demo import load_demo_corpus
+    from rerank_plugins.data import load_demo_corpus
 
     text_nodes = [TextNode(text=p.text, id_=p.id) for p in load_demo_corpus()]
     vector = VectorStoreIndex(text_nodes, embed_model=MockEmbedding(embed_dim=8)).as_retriever(similarity_top_k=5)

@@ -88,7 +88,7 @@ def test_unwritable_cache_is_bypassed_with_a_warning(
 def test_int8_ranks_like_fp32_on_the_shipped_model(tmp_path: Path) -> None:
     from scipy.stats import spearmanr
 
-    from rerank_plugins.demo import load_demo_corpus, load_demo_questions
+    from rerank_plugins.data import load_demo_corpus, load_demo_questions
 
     passages = [p.text for p in load_demo_corpus()][:30]
     pairs = [(q, p) for q, *_ in load_demo_questions()[:8] for p in passages]

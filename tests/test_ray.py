@@ -172,7 +172,7 @@ def _cli(*args: str) -> list[str]:
 def test_score_pairs_survives_a_kill_and_a_cut_file_and_resumes_exactly_once(tmp_path: Path, tiny_model: Path) -> None:
     import pyarrow as pa
 
-    from rerank_plugins.batch_scoring import read_scored
+    from rerank_plugins.serving.batch_scoring import read_scored
 
     pairs = _pairs(2400, seed=7)
     src = tmp_path / "pairs.jsonl"
@@ -240,8 +240,8 @@ def test_score_pairs_survives_a_kill_and_a_cut_file_and_resumes_exactly_once(tmp
 
 
 def test_score_pairs_bad_input_is_a_clear_error(tmp_path: Path) -> None:
-    from rerank_plugins.batch_scoring import score_pairs
     from rerank_plugins.errors import RerankInputError
+    from rerank_plugins.serving.batch_scoring import score_pairs
 
     src = tmp_path / "p.jsonl"
     src.write_text('{"question": "q", "passage": "p"}\n')
@@ -262,8 +262,8 @@ def test_score_pairs_refuses_a_folder_it_did_not_start_and_leaves_its_files_alon
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rerank_plugins.batch_scoring import score_pairs
     from rerank_plugins.errors import RerankInputError
+    from rerank_plugins.serving.batch_scoring import score_pairs
 
     src = tmp_path / "p.jsonl"
     src.write_text('{"query": "q", "passage": "p"}\n')
@@ -284,7 +284,7 @@ def test_score_pairs_refuses_a_folder_it_did_not_start_and_leaves_its_files_alon
 
 
 def test_score_pairs_claims_an_empty_folder_and_resumes_in_its_own(tmp_path: Path, tiny_model: Path) -> None:
-    from rerank_plugins.batch_scoring import score_pairs
+    from rerank_plugins.serving.batch_scoring import score_pairs
 
     src = tmp_path / "p.jsonl"
     src.write_text('{"query": "q", "passage": "p"}\n')
@@ -323,7 +323,7 @@ def test_rows_per_file_holds_below_the_batch_size(tmp_path: Path, tiny_model: Pa
     """Issue 23 #7: --rows-per-file was ignored when smaller than the scorer's batch."""
     import pyarrow.parquet as pq
 
-    from rerank_plugins.batch_scoring import score_pairs
+    from rerank_plugins.serving.batch_scoring import score_pairs
 
     src = tmp_path / "p.jsonl"
     src.write_text("".join(json.dumps({"query": "q", "passage": f"p {i}"}) + "\n" for i in range(30)))
@@ -406,7 +406,7 @@ def test_rows_written_twice_are_kept_once_and_unreadable_files_set_aside(tmp_pat
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rerank_plugins.batch_scoring import _done_rows, read_scored
+    from rerank_plugins.serving.batch_scoring import _done_rows, read_scored
 
     scored = tmp_path / "scored"
     scored.mkdir()

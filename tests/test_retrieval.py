@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("bm25s")
 
-from rerank_plugins.demo import load_demo_corpus
+from rerank_plugins.data import load_demo_corpus
 from rerank_plugins.fusion import reciprocal_rank_fusion
 from rerank_plugins.retrieval.bm25 import BM25Index
 from rerank_plugins.retrieval.hybrid import HybridSearcher

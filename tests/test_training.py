@@ -300,11 +300,11 @@ def test_harness_blends_with_the_first_stage_per_variant_and_shares_scores_betwe
 
 
 def test_eval_cli_passes_first_stage_weight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rerank_plugins.scoring.cross_encoder as ce
+    import rerank_plugins.scoring.factory as factory
     from rerank_plugins.cli import main
 
     root = _toy_beir(tmp_path / "toy")
-    monkeypatch.setattr(ce, "get_scorer", lambda config: _ContraryScorer())
+    monkeypatch.setattr(factory, "get_scorer", lambda config: _ContraryScorer())
     maps = []
     for weight in ("0", "0.8"):
         out = tmp_path / f"w{weight}.json"

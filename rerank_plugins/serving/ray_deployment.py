@@ -18,9 +18,9 @@ import logging
 from typing import Any
 
 from rerank_plugins._extras import require
-from rerank_plugins._ray import init_ray
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.scoring.base import ScoredPairs
+from rerank_plugins.serving._ray import init_ray
 from rerank_plugins.serving.app import RerankService, create_app
 from rerank_plugins.serving.settings import ServeSettings
 

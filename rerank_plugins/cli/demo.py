@@ -1,38 +1,40 @@
-"""The offline demo: bundled corpus -> hybrid candidates -> rerank -> top-k, in LangChain and LlamaIndex."""
+"""``rerank-plugins demo``: the bundled questions through a LangChain pipeline and a LlamaIndex query engine."""
 
 from __future__ import annotations
 
-import json
+import argparse
+import logging
+import os
+import sys
 import time
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any, TextIO
 
+from rerank_plugins.cli._common import add_model_options, config_from_args
 from rerank_plugins.config import RerankConfig
+from rerank_plugins.data import load_demo_corpus, load_demo_questions
 
-__all__ = ["load_demo_corpus", "load_demo_questions", "run_demo"]
-
-
-@dataclass(frozen=True)
-class DemoPassage:
-    id: str
-    title: str
-    text: str
+logger = logging.getLogger(__name__)
 
 
-def _read_jsonl(name: str) -> list[dict[str, Any]]:
-    raw = resources.files("rerank_plugins.data").joinpath(name).read_text(encoding="utf-8")
-    return [json.loads(line) for line in raw.splitlines() if line.strip()]
+def register(sub: Any) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="rerank questions over the bundled corpus through LangChain and LlamaIndex (offline)",
+        description="Runs the bundled questions through a LangChain pipeline and a LlamaIndex query engine "
+        "(hybrid BM25 + dense candidates -> rerank -> top-k) and prints first-stage vs reranked results.",
+        epilog="examples:\n  rerank-plugins demo\n  rerank-plugins demo --model path/to/cross-encoder --top-k 3",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_options(demo)
+    demo.add_argument("--top-k", type=int, default=3, help="results kept after reranking (default 3)")
+    demo.add_argument("--candidates", type=int, default=10, help="hybrid candidates per question (default 10)")
+    demo.set_defaults(func=run)
 
 
-def load_demo_corpus() -> list[DemoPassage]:
-    """The bundled corpus: short passages on six topics, with near-miss distractors."""
-    return [DemoPassage(r["id"], r["title"], r["text"]) for r in _read_jsonl("demo_passages.jsonl")]
-
-
-def load_demo_questions() -> list[tuple[str, str]]:
-    """(question, id of the passage that answers it)."""
-    return [(r["question"], r["answer_id"]) for r in _read_jsonl("demo_questions.jsonl")]
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cfg = config_from_args(args)
+    return run_demo(cfg, top_k=args.top_k, candidates=args.candidates, out=sys.stdout)
 
 
 def _line(rank: int, doc_id: str, score: float | None, text: str, answer: str) -> str:

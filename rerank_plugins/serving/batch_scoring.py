@@ -368,7 +368,7 @@ def _score_staged(
     progress: bool,
 ) -> dict[str, Any]:
     ray = require("ray", "score-pairs", extra="batch")
-    from rerank_plugins._ray import init_ray
+    from rerank_plugins.serving._ray import init_ray
 
     total = _stage(src, out / "staged", query_field, passage_field)
     done, removed = _done_rows(scored_dir)

@@ -1,0 +1,100 @@
+"""``rerank-plugins train``: fine-tune a cross-encoder with mined hard negatives."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from rerank_plugins.config import load_settings_file
+from rerank_plugins.errors import RerankPluginsError
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    tr = sub.add_parser(
+        "train",
+        help="fine-tune a cross-encoder with mined hard negatives (train splits only)",
+        description="Fine-tunes a cross-encoder from any Hugging Face encoder or cross-encoder on the 'train' "
+        "split of each dataset, with hard negatives mined from BM25 (and optionally a bi-encoder) or taken "
+        "from candidate lists. Dev candidate lists (and held-out train queries) pick the best checkpoint; "
+        "<output>/last keeps the latest one so an interrupted run resumes.",
+        epilog="examples:\n"
+        "  rerank-plugins train --output runs/ce --train-data ../shared/data/wikiqa --dev-data ../shared/data/wikiqa\n"
+        "  rerank-plugins train --config train.toml   # any TrainConfig field",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tr.add_argument("--config", help="TrainConfig settings file (.toml, .yaml, .json); flags override it")
+    tr.add_argument("--base-model", help="encoder or cross-encoder to start from (default: all-MiniLM-L6-v2)")
+    tr.add_argument("--output", help="output directory")
+    tr.add_argument("--train-data", nargs="+", help="BEIR-layout folders (their train split is used)")
+    tr.add_argument("--dev-data", nargs="+", help="folders whose dev candidate lists pick the best checkpoint")
+    tr.add_argument(
+        "--loss",
+        choices=["listwise", "bce", "listwise+bce"],
+        help="training objective (default listwise; listwise+bce also anchors the logits, see --bce-weight)",
+    )
+    tr.add_argument("--bce-weight", type=float, help="weight of the BCE term of listwise+bce (default 0.1)")
+    tr.add_argument("--epochs", type=float, help="passes over the training groups")
+    tr.add_argument("--max-steps", type=int, help="stop after this many steps")
+    tr.add_argument("--max-length", type=int, help="token budget of a pair (default 192)")
+    tr.add_argument("--holdout-queries", type=int, help="train queries held out as dev per corpus dataset")
+    tr.add_argument("--dense-negatives", type=int, help="bi-encoder hard negatives per group")
+    tr.add_argument(
+        "--pseudo-queries", type=int, help="unlabelled inverse-cloze groups per corpus dataset (a sentence as query)"
+    )
+    tr.add_argument(
+        "--distill-weight",
+        type=float,
+        help="weight of a KL term that distils the bi-encoder's ranking of each group (default 0: off)",
+    )
+    tr.add_argument("--eval-every", type=int, help="steps between dev evaluations / checkpoints (default 200)")
+    tr.add_argument("--lr", type=float, help="encoder learning rate (default 5e-5)")
+    tr.add_argument("--head-lr", type=float, help="classifier head learning rate (default 1e-3)")
+    tr.add_argument("--seed", type=int, help="random seed")
+    tr.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rerank_plugins.training.trainer import TrainConfig, train_cross_encoder
+
+    values: dict[str, Any] = dict(load_settings_file(args.config)) if args.config else {}
+    base = args.base_model
+    if base is None and "base_model" not in values:
+        from rerank_plugins.retrieval.dense import default_bi_encoder_path
+
+        base = str(default_bi_encoder_path())
+    for key, value in (
+        ("base_model", base),
+        ("output_dir", args.output),
+        ("train_datasets", args.train_data),
+        ("dev_datasets", args.dev_data),
+        ("loss", args.loss),
+        ("bce_weight", args.bce_weight),
+        ("epochs", args.epochs),
+        ("max_steps", args.max_steps),
+        ("max_length", args.max_length),
+        ("holdout_queries", args.holdout_queries),
+        ("n_dense_negatives", args.dense_negatives),
+        ("pseudo_queries", args.pseudo_queries),
+        ("distill_weight", args.distill_weight),
+        ("eval_every", args.eval_every),
+        ("lr", args.lr),
+        ("head_lr", args.head_lr),
+        ("seed", args.seed),
+    ):
+        if value is not None:
+            values[key] = value
+    try:
+        config = TrainConfig.model_validate(values)
+    except ValueError as exc:
+        raise RerankPluginsError(f"invalid training settings: {exc}".replace("\n", " ")) from exc
+    for path in config.train_datasets + config.dev_datasets:
+        if not Path(path).is_dir():
+            raise RerankPluginsError(f"dataset folder {path} does not exist")
+    best = train_cross_encoder(config)
+    print(f"best checkpoint: {best}")
+    return 0
