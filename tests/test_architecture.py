@@ -163,3 +163,10 @@ def test_the_scoring_package_exports_its_scorers_lazily() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_every_module_is_listed_in_docs_architecture() -> None:
+    listed = (ROOT.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    missing = [p.relative_to(ROOT.parent).as_posix() for p in sorted(ROOT.rglob("*.py"))]
+    missing = [m for m in missing if f"`{m}`" not in listed]
+    assert missing == [], "add these modules to docs/architecture.md"

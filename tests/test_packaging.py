@@ -11,6 +11,7 @@ import tomllib
 import rerank_plugins
 from rerank_plugins import MissingExtraError
 from rerank_plugins._extras import _MODULE_EXTRA, EXTRAS, require
+from rerank_plugins.config import RerankConfig
 from tests.conftest import REPO
 
 HEAVY = ["torch", "transformers", "sentence_transformers", "langchain_core", "llama_index", "bm25s", "numpy"]
@@ -114,10 +115,23 @@ def test_import_error_inside_an_installed_package_is_not_masked(monkeypatch: pyt
         require("bm25s", "BM25 retrieval")
 
 
-def test_readme_config_reference_is_generated_from_the_model() -> None:
+def test_the_config_reference_is_generated_from_the_model() -> None:
     from rerank_plugins.config import config_reference_markdown
 
-    assert config_reference_markdown() in (REPO / "README.md").read_text()
+    assert config_reference_markdown() in (REPO / "docs" / "configuration.md").read_text()
+
+
+def test_the_readme_is_for_users() -> None:
+    """Issue 24: at most ~250 lines, no commit hashes, every field of the config named in its table."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    assert not re.search(r"\bcommit [0-9a-f]{7,}\b", readme)
+    table = readme.split("## Configuration", 1)[1].split("## Command line", 1)[0]
+    assert [
+        f for f in RerankConfig.model_fields if f"`{f}`" not in table and not f.startswith(("window_", "remote_"))
+    ] == []
 
 
 def test_ci_runs_the_readme_test_command() -> None:
