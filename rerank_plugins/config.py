@@ -540,7 +540,7 @@ def explain(exc: ValidationError, what: str = "rerank configuration") -> str:
 
 
 def config_reference_markdown() -> str:
-    """The configuration reference table of the README, generated from :class:`RerankConfig`."""
+    """The configuration reference table of docs/configuration.md, generated from :class:`RerankConfig`."""
     rows = ["| field | env variable | default | description |", "| --- | --- | --- | --- |"]
     for name, f in RerankConfig.model_fields.items():
         default = f.default if f.default_factory is None else f.default_factory()  # type: ignore[call-arg]

@@ -17,7 +17,7 @@ __all__ = ["AUTO_CASCADE_KEEP", "Cascade", "cascade_with"]
 #: cascade_keep="auto": candidates the full model re-reads after the cheap 128-token pass. 30 keeps the
 #: full model's nDCG@10 within noise on SciFact train queries (hybrid top 100) with a margin; 20 looked as
 #: good there but lost 0.08 on 20 test queries (the model was trained on those train queries, so they
-#: overstate how well the cheap pass agrees). See README "The cascade". With the default windowed read
+#: overstate how well the cheap pass agrees). See docs/benchmarks.md, "The cascade". With the default windowed read
 #: (256-token windows) keep 30 after the 128-token pass is above the hybrid first stage on SciFact train
 #: claims held out of two training runs (docs/model-history.md, "Long abstracts in windows").
 AUTO_CASCADE_KEEP = 30

@@ -66,7 +66,7 @@ def _export_graph(torch: Any, model: Any, sample: Any, path: Path) -> str:
     First choice: the TorchScript exporter over eager attention. It writes the classic BERT
     attention pattern whose GELU and attention scaling ONNX Runtime's graph optimizer fuses into its
     kernels (BiasGelu, FusedMatMul); the dynamo export of SDPA attention keeps an Erf GELU and
-    IsNaN/Where masking and ran markedly slower on a CPU (README, "Speed on a CPU"), with the same
+    IsNaN/Where masking and ran markedly slower on a CPU (docs/benchmarks.md), with the same
     scores. Fallback (a model the TorchScript tracer cannot handle, or a torch without it): the
     dynamo exporter.
     """
