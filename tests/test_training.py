@@ -625,3 +625,33 @@ def test_one_step_on_the_new_layout_scores_a_collection_without_lists_as_dev(tin
         train_cross_encoder(cfg.model_copy(update={"dev_splits": {"cranlike": "test"}}))
     with pytest.raises(ValueError, match="cannot also be dev data"):
         train_cross_encoder(cfg.model_copy(update={"dev_datasets": [train], "dev_splits": {"squadlike": "train"}}))
+
+
+def test_a_soup_is_the_weighted_mean_of_its_checkpoints_and_loads_as_a_cross_encoder(tmp_path: Path) -> None:
+    import importlib.util
+
+    import torch
+    from safetensors.torch import load_file
+
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+    from tests.conftest import build_tiny_cross_encoder
+
+    spec = importlib.util.spec_from_file_location("soup", Path(__file__).parents[1] / "benchmarks/training/soup.py")
+    assert spec is not None
+    assert spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    a = build_tiny_cross_encoder(tmp_path / "a", seed=1)
+    b = build_tiny_cross_encoder(tmp_path / "b", seed=2)
+    out = script.soup([a, b], tmp_path / "soup", [3.0, 1.0])
+    wa, wb, ws = (load_file(str(d / "model.safetensors")) for d in (a, b, out))
+    name = "classifier.weight"
+    assert not torch.equal(wa[name], wb[name])
+    assert torch.allclose(ws[name], 0.75 * wa[name] + 0.25 * wb[name])
+    scores = CrossEncoderScorer(str(out), device="cpu").score([("q", "a passage")])
+    assert len(scores) == 1
+    with pytest.raises(SystemExit, match="not empty"):
+        script.soup([a, b], out)
+    other = build_tiny_cross_encoder(tmp_path / "c", num_labels=2)
+    with pytest.raises(SystemExit, match="not one architecture"):
+        script.soup([a, other], tmp_path / "bad")
