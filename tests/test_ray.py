@@ -342,7 +342,7 @@ def test_staging_streams_the_input_and_numbers_rows_across_parts(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rerank_plugins import batch_scoring
+    from rerank_plugins.serving import batch_scoring
 
     rows = [{"query": f"q{i}", "passage": f"p{i}", "extra": i} for i in range(250)]
     src = tmp_path / f"in.{fmt}"
@@ -377,7 +377,7 @@ def test_staging_a_folder_numbers_rows_across_its_files_in_path_order(tmp_path: 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rerank_plugins import batch_scoring
+    from rerank_plugins.serving import batch_scoring
 
     src = tmp_path / "pairs"
     (src / "part=b").mkdir(parents=True)
