@@ -34,7 +34,7 @@ def test_full_read_systems_do_the_peers_work_and_the_default_rows_use_the_defaul
     """
     for name in ("ours torch, langchain", "ours onnx, langchain", "ours onnx-int8, langchain"):
         cfg = RerankConfig(**SYSTEMS[name][1])
-        assert (cfg.scorer, cfg.max_length, cfg.cascade_keep) == ("cross-encoder", 512, None), name
+        assert (cfg.scorer_kind, cfg.max_length, cfg.cascade_keep) == ("cross-encoder", 512, None), name
     defaults = RerankConfig()
     for name in (DEFAULT_LI, DEFAULT_LC):
         cfg = RerankConfig(**SYSTEMS[name][1])

@@ -124,7 +124,7 @@ def test_settings_are_checked() -> None:
         RerankConfig.from_mapping({"cascade_keep": 10, "cascade_max_length": 512})
     with pytest.raises(ConfigError, match="needs cascade_model"):
         RerankConfig.from_mapping({"scorer": "remote", "remote_url": "http://127.0.0.1:1", "cascade_keep": 10})
-    with pytest.raises(ConfigError, match="cascade_keep"):
+    with pytest.raises(ConfigError, match=r"cascade\.keep"):
         RerankConfig.from_mapping({"cascade_keep": 0})
     RerankConfig(scorer="remote", remote_url="http://127.0.0.1:1", cascade_keep=10, cascade_model="some/model")
     env = {"RERANK_PLUGINS_CASCADE_KEEP": "20", "RERANK_PLUGINS_CASCADE_MAX_LENGTH": "96"}
@@ -132,10 +132,10 @@ def test_settings_are_checked() -> None:
     assert RerankConfig.from_env({"RERANK_PLUGINS_CASCADE_KEEP": "none"}).cascade_keep is None
     assert RerankConfig.from_mapping({"cascade_keep": "off"}).cascade_keep is None  # TOML has no null
     assert RerankConfig.from_mapping({"cascade_keep": False}).cascade_keep is None
-    with pytest.raises(ConfigError, match="cascade_keep"):
+    with pytest.raises(ConfigError, match=r"cascade\.keep"):
         RerankConfig.from_env({"RERANK_PLUGINS_CASCADE_KEEP": "lots"})
     cheap = RerankConfig(model="m", cascade_keep=30, cascade_max_length=96, scorer="windowed").cascade_config()
-    assert (cheap.model, cheap.max_length, cheap.scorer, cheap.cascade_keep) == ("m", 96, "cross-encoder", None)
+    assert (cheap.model, cheap.max_length, cheap.scorer_kind, cheap.cascade_keep) == ("m", 96, "cross-encoder", None)
 
 
 def test_adapters_with_a_scorer_instance_need_cascade_model() -> None:
@@ -301,7 +301,7 @@ def test_real_model_windowed_default_cascade_reads_survivors_in_windows(tiny_mod
 
     # the default settings: windows at max_length, and on a CPU the 'auto' cascade in front of them
     cfg = RerankConfig(model=tiny_model, device="cpu", max_length=48, cascade_max_length=24, top_n=None)
-    assert cfg.scorer == "windowed"
+    assert cfg.scorer_kind == "windowed"
     full = get_scorer(cfg)
     assert isinstance(full, WindowedScorer)
     resolved = resolve_cascade(cfg, full)

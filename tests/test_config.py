@@ -153,7 +153,7 @@ def test_validation_errors_do_not_echo_huge_inputs() -> None:
 @pytest.mark.parametrize("weights", [(float("nan"),), (float("inf"),), (-1.0,), (0.0,)])
 def test_member_weights_must_be_finite_non_negative_and_not_all_zero(weights: tuple[float, ...]) -> None:
     """Issue 22 #11: member_weights=(nan,) passed validation."""
-    with pytest.raises(ConfigError, match="member_weights"):
+    with pytest.raises(ConfigError, match="weights"):
         RerankConfig.from_mapping({"scorer": "ensemble", "members": [{}], "member_weights": weights})
 
 
@@ -191,3 +191,99 @@ def test_environment_values_list_forms_and_precedence() -> None:
     assert RerankConfig.resolve(environ=env).top_n == 1  # environment over defaults
     with pytest.raises(ConfigError, match="RERANK_PLUGINS_MEMBERS"):
         RerankConfig.resolve(environ={"RERANK_PLUGINS_MEMBERS": "[{broken"})
+
+
+def test_the_documented_settings_files_load_without_a_warning(tmp_path: Path) -> None:
+    """Issue 24: every TOML example of docs/configuration.md is a valid sectioned settings file."""
+    import re
+    import warnings
+
+    doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", doc, re.S)
+    assert len(blocks) >= 4
+    for i, block in enumerate(blocks):
+        (tmp_path / f"{i}.toml").write_text(block)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            RerankConfig.from_file(tmp_path / f"{i}.toml")
+
+
+FLAT_FILE = """
+scorer = "windowed"
+device = "cpu"
+max_length = 128
+window_stride = 48
+top_n = 3
+cascade_keep = 8
+cascade_max_length = 64
+cache_entries = 100
+"""
+SECTIONED_FILE = """
+top_n = 3
+[scorer]
+kind = "cross-encoder"
+device = "cpu"
+max_length = 128
+windows = { stride = 48 }
+[cascade]
+keep = 8
+max_length = 64
+[cache]
+entries = 100
+"""
+FLAT_ENV = {
+    "RERANK_PLUGINS_DEVICE": "cpu",
+    "RERANK_PLUGINS_MAX_LENGTH": "128",
+    "RERANK_PLUGINS_WINDOW_STRIDE": "48",
+    "RERANK_PLUGINS_TOP_N": "3",
+    "RERANK_PLUGINS_CASCADE_KEEP": "8",
+    "RERANK_PLUGINS_CASCADE_MAX_LENGTH": "64",
+    "RERANK_PLUGINS_CACHE_ENTRIES": "100",
+}
+SECTIONED_ENV = {
+    "RERANK_PLUGINS_SCORER__DEVICE": "cpu",
+    "RERANK_PLUGINS_SCORER__MAX_LENGTH": "128",
+    "RERANK_PLUGINS_SCORER__WINDOWS__STRIDE": "48",
+    "RERANK_PLUGINS_TOP_N": "3",
+    "RERANK_PLUGINS_CASCADE__KEEP": "8",
+    "RERANK_PLUGINS_CASCADE__MAX_LENGTH": "64",
+    "RERANK_PLUGINS_CACHE__ENTRIES": "100",
+}
+
+
+@pytest.mark.slow
+def test_old_flat_files_and_variables_load_with_a_warning_and_rank_the_demo_identically(tmp_path: Path) -> None:
+    """Issue 24: the flat names of the previous release still work, warn, and change nothing."""
+    import warnings
+
+    from rerank_plugins.data import load_demo_corpus, load_demo_questions
+    from rerank_plugins.pipeline import Candidate, rerank_candidates
+    from rerank_plugins.scoring.factory import get_scorer, resolve_cascade
+
+    (tmp_path / "flat.toml").write_text(FLAT_FILE)
+    (tmp_path / "sections.toml").write_text(SECTIONED_FILE)
+    with pytest.warns(DeprecationWarning, match=r"max_length -> scorer\.max_length.*"):
+        flat = RerankConfig.from_file(tmp_path / "flat.toml")
+    with pytest.warns(DeprecationWarning, match=r"cascade_keep -> cascade\.keep"):
+        flat_env = RerankConfig.resolve(environ=FLAT_ENV)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        sectioned = RerankConfig.from_file(tmp_path / "sections.toml")
+        sectioned_env = RerankConfig.resolve(environ=SECTIONED_ENV)
+    assert flat == sectioned == flat_env == sectioned_env
+    assert (flat.max_length, flat.window_stride, flat.cascade_keep, flat.cache_entries) == (128, 48, 8, 100)
+
+    corpus = load_demo_corpus()
+    rankings = []
+    for cfg in (flat, sectioned_env):
+        scorer = get_scorer(cfg)
+        cascade = resolve_cascade(cfg, scorer)
+        assert cascade is not None  # 12 candidates > keep 8: the cheap pass runs
+        ranked = []
+        for question, _ in load_demo_questions():
+            candidates = [Candidate(p.id, p.text) for p in corpus[:12]]
+            result = rerank_candidates(question, candidates, scorer, cfg, cascade=cascade)
+            ranked.append([(r.candidate.id, r.score) for r in result.items])
+        rankings.append(ranked)
+    assert rankings[0] == rankings[1]
+    assert get_scorer(flat) is get_scorer(sectioned)  # one shared scorer: the key is the sections

@@ -132,7 +132,7 @@ def test_both_adapters_run_unchanged_on_a_remote_scorer(server: tuple[str, _Reco
 
 
 def test_remote_needs_a_url() -> None:
-    with pytest.raises(ConfigError, match="remote_url"):
+    with pytest.raises(ConfigError, match="needs url"):
         RerankConfig.from_mapping({"scorer": "remote"})
     with pytest.raises(ConfigError, match="http"):
         RerankConfig.from_mapping({"scorer": "remote", "remote_url": "127.0.0.1:8080"})

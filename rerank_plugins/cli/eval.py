@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from rerank_plugins.cli._common import add_model_options, config_from_args
-from rerank_plugins.config import RerankConfig, load_settings_file
+from rerank_plugins.config import RerankConfig, deep_merge, load_settings_file
 from rerank_plugins.errors import RerankPluginsError
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if args.variants:
         base = config_from_args(args)
         cascades = {
-            Path(f).stem: RerankConfig.from_mapping({**base.model_dump(exclude_unset=True), **load_settings_file(f)})
+            Path(f).stem: RerankConfig.from_mapping(
+                deep_merge(base.model_dump(exclude_unset=True), load_settings_file(f))
+            )
             for f in args.variants
         }
         scorer = {label: get_scorer(c) for label, c in cascades.items()}

@@ -194,7 +194,7 @@ def _make_system(kind: str, settings: dict[str, Any], model: str, onnx_dir: str)
         return fr
     from rerank_plugins.config import RerankConfig
 
-    config = RerankConfig(model=model, device="cpu", top_n=None, max_candidates=None, **settings)
+    config = RerankConfig.resolve(environ={}, model=model, device="cpu", top_n=None, max_candidates=None, **settings)
     if kind == "ours-langchain":
         from langchain_core.documents import Document
 
@@ -347,7 +347,7 @@ def _memory_probe(workload_path: str, model: str, mode: str, out: Any) -> None:
     query = wl.queries[0][1]
     n = 1000 if mode == "1000 candidates" else 100
     long_pool = [(f"{i}-{d}", t) for i in range(n // len(pool) + 1) for d, t in pool][:n]
-    config = RerankConfig(model=model, device="cpu", top_n=5, max_candidates=None)
+    config = RerankConfig(scorer={"model": model, "device": "cpu"}, top_n=5, max_candidates=None)
     docs = [Document(page_content=t, id=d) for d, t in long_pool]
     RerankCompressor(config=config).compress_documents(docs, query)
     if mode == "both adapters":
@@ -456,7 +456,7 @@ def _onnx_for_flashrank(model: str, target: Path) -> str:
     from rerank_plugins.config import RerankConfig
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
-    scorer = CrossEncoderScorer(model, config=RerankConfig(device="cpu", backend="onnx"))
+    scorer = CrossEncoderScorer(model, config=RerankConfig(scorer={"device": "cpu", "backend": "onnx"}))
     source = scorer.onnx_path
     assert source is not None  # backend="onnx" above
     folder = target / "local-export"

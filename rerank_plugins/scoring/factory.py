@@ -1,6 +1,6 @@
 """The one place that turns settings into a scorer: :func:`get_scorer`.
 
-Every scorer kind (``RerankConfig.scorer``) has an entry in :data:`BUILDERS`; a builder
+Every scorer kind (``RerankConfig.scorer.kind``) has an entry in :data:`BUILDERS`; a builder
 imports its backend only when it is used, so ``rerank_plugins.scoring`` stays light. Around the
 chosen backend come the optional score cache and duoT5 second stage. Scorers are shared per
 process: two calls with settings that give the same scores return the same object, and
@@ -10,7 +10,7 @@ backends keep their own model caches).
 Example:
     >>> from rerank_plugins.scoring.factory import BUILDERS
     >>> sorted(BUILDERS)
-    ['bi-encoder', 'cross-encoder', 'ensemble', 'monot5', 'rankt5', 'remote', 'windowed']
+    ['bi-encoder', 'cross-encoder', 'ensemble', 'monot5', 'rankt5', 'remote']
 """
 
 from __future__ import annotations
@@ -64,15 +64,12 @@ def _rankt5(cfg: RerankConfig) -> Scorer:
 
 
 def _cross_encoder(cfg: RerankConfig) -> Scorer:
-    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
-
-    return CrossEncoderScorer(config=cfg)
-
-
-def _windowed(cfg: RerankConfig) -> Scorer:
+    """A cross-encoder; behind windows unless the section turns them off (``windows = false``)."""
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
     from rerank_plugins.scoring.windowed import WindowedScorer
 
+    if cfg.scorer_kind == "cross-encoder":
+        return CrossEncoderScorer(config=cfg)
     return WindowedScorer(
         CrossEncoderScorer(config=cfg),
         window=cfg.window_tokens,
@@ -85,7 +82,6 @@ def _windowed(cfg: RerankConfig) -> Scorer:
 #: How each ``scorer`` kind is built (a test checks every kind of the config has an entry).
 BUILDERS: dict[str, Callable[[RerankConfig], Scorer]] = {
     "cross-encoder": _cross_encoder,
-    "windowed": _windowed,
     "monot5": _monot5,
     "rankt5": _rankt5,
     "ensemble": _ensemble,
@@ -95,7 +91,7 @@ BUILDERS: dict[str, Callable[[RerankConfig], Scorer]] = {
 
 
 def _build(cfg: RerankConfig) -> Scorer:
-    scorer = BUILDERS[cfg.scorer](cfg)
+    scorer = BUILDERS[cfg.scorer.kind](cfg)
     if cfg.cache_entries or cfg.cache_path:
         scorer = _cached(scorer, cfg)
     if cfg.duo_model is not None:
@@ -120,18 +116,17 @@ def _cached(scorer: Scorer, cfg: RerankConfig) -> Scorer:
 
 def _model_of(cfg: RerankConfig) -> str:
     """The model a config's scorer loads (``model=None`` means another default for the bi-encoder)."""
-    if cfg.scorer == "bi-encoder" and cfg.model is None:
+    if cfg.scorer.kind == "bi-encoder" and cfg.model is None:
         from rerank_plugins.scoring.bi_encoder import default_bi_encoder_path
 
         return str(default_bi_encoder_path())
     return resolve_model(cfg.model)
 
 
-def scoring_settings(cfg: RerankConfig) -> RerankConfig:
-    """``cfg`` with every setting the pipeline applies after scoring reset to its default: what is left
-    decides the scores (the shared-scorer key). The pipeline's settings are the config's own
-    ``PIPELINE_FIELDS``."""
-    return cfg.model_copy(update={f: RerankConfig.model_fields[f].default for f in RerankConfig.PIPELINE_FIELDS})
+def scoring_settings(cfg: RerankConfig) -> tuple[Any, ...]:
+    """The sections that decide the scores (the shared-scorer key): the scorer, the cache and duoT5.
+    The pipeline's own settings and the cascade never make another scorer."""
+    return (cfg.scorer, cfg.cache, cfg.duo)
 
 
 def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> Scorer:
@@ -141,13 +136,13 @@ def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> Scorer:
     (``top_n``, thresholds, the cascade...) never make another scorer.
 
     Example:
-        >>> scorer = get_scorer(RerankConfig(device="cpu"))  # doctest: +SKIP
+        >>> scorer = get_scorer(RerankConfig(scorer={"device": "cpu"}))  # doctest: +SKIP
         >>> scorer.score([("what is BM25?", "BM25 is a ranking function.")])  # doctest: +SKIP
         [0.93]
     """
     cfg = (config or RerankConfig()).merged(**overrides) if overrides else (config or RerankConfig())
     key = (
-        cfg.model if cfg.scorer in ("ensemble", "remote") else model_identity(_model_of(cfg)),
+        cfg.model if cfg.scorer.kind in ("ensemble", "remote") else model_identity(_model_of(cfg)),
         scoring_settings(cfg),
     )
     with _lock:

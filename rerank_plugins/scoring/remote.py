@@ -89,7 +89,7 @@ class RemoteScorer(Scorer):
         transport: Any = None,
         async_transport: Any = None,
     ) -> None:
-        base = config or RerankConfig(scorer="remote", remote_url=url or "http://127.0.0.1:8080")
+        base = config or RerankConfig(scorer={"kind": "remote", "url": url or "http://127.0.0.1:8080"})
         overrides: dict[str, Any] = {"scorer": "remote"}
         if url is not None:
             overrides["remote_url"] = url
