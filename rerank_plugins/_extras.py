@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Mapping
 from types import ModuleType
+from typing import Any
 
 from rerank_plugins.errors import MissingExtraError
 
@@ -56,3 +59,14 @@ def require(module: str, feature: str, extra: str | None = None) -> ModuleType:
             raise
         package, default_extra = _MODULE_EXTRA[top]
         raise MissingExtraError(package, extra or default_extra, feature) from exc
+
+
+def lazy_attribute(package: str, lazy: Mapping[str, str], name: str) -> Any:
+    """A package's ``__getattr__``: ``name`` imported from the module ``lazy[name]`` on first access and
+    kept in the package's namespace, so ``import package`` stays light."""
+    module = lazy.get(name)
+    if module is None:
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    setattr(sys.modules[package], name, value)
+    return value

@@ -12,9 +12,9 @@ module is imported on first use of its name.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from rerank_plugins._extras import lazy_attribute
 from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer
 
 if TYPE_CHECKING:
@@ -28,17 +28,17 @@ if TYPE_CHECKING:
     from rerank_plugins.scoring.windowed import WindowedScorer
 
 _LAZY = {
-    "BiEncoderScorer": "bi_encoder",
-    "CachedScorer": "cache",
-    "CrossEncoderScorer": "cross_encoder",
-    "DuoT5Scorer": "seq2seq",
-    "EnsembleScorer": "ensemble",
-    "MonoT5Scorer": "seq2seq",
-    "RankT5Scorer": "seq2seq",
-    "RemoteScorer": "remote",
-    "WindowedScorer": "windowed",
-    "clear_model_cache": "factory",
-    "get_scorer": "factory",
+    "BiEncoderScorer": "rerank_plugins.scoring.bi_encoder",
+    "CachedScorer": "rerank_plugins.scoring.cache",
+    "CrossEncoderScorer": "rerank_plugins.scoring.cross_encoder",
+    "DuoT5Scorer": "rerank_plugins.scoring.seq2seq",
+    "EnsembleScorer": "rerank_plugins.scoring.ensemble",
+    "MonoT5Scorer": "rerank_plugins.scoring.seq2seq",
+    "RankT5Scorer": "rerank_plugins.scoring.seq2seq",
+    "RemoteScorer": "rerank_plugins.scoring.remote",
+    "WindowedScorer": "rerank_plugins.scoring.windowed",
+    "clear_model_cache": "rerank_plugins.scoring.factory",
+    "get_scorer": "rerank_plugins.scoring.factory",
 }
 
 __all__ = [
@@ -60,12 +60,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rerank_plugins.scoring' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"rerank_plugins.scoring.{module}"), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(__name__, _LAZY, name)
 
 
 def __dir__() -> list[str]:
