@@ -861,7 +861,8 @@ def _env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
         name = key[len(ENV_PREFIX) :].lower()
         path = name.split("__")
         if len(path) == 1 and name in FLAT_NAMES:
-            flat[name] = _env_value(key, raw, _field_info(FLAT_NAMES[name][0], FLAT_NAMES[name][-1]))
+            moved = FLAT_NAMES[name]  # (section, field) or (scorer, windows, field)
+            flat[name] = _env_value(key, raw, _field_info(".".join(moved[:-1]), moved[-1]))
             continue
         field = _field_info(".".join(path[:-1]) or None, path[-1])
         if field is None or name in ("cascade", "cache", "duo"):

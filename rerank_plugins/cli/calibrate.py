@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 from typing import Any
 
 from rerank_plugins.cli._common import add_model_options, config_from_args
 from rerank_plugins.errors import RerankPluginsError
-
-logger = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:

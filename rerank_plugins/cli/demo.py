@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -12,8 +11,6 @@ from typing import Any, TextIO
 from rerank_plugins.cli._common import add_model_options, config_from_args
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.data import load_demo_corpus, load_demo_questions
-
-logger = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:

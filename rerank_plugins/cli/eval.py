@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Any
 
 from rerank_plugins.cli._common import add_model_options, config_from_args
 from rerank_plugins.config import RerankConfig, deep_merge, load_settings_file
 from rerank_plugins.errors import RerankPluginsError
-
-logger = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:

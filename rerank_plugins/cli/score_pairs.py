@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from typing import Any
 
 from rerank_plugins.cli._common import add_model_options, config_from_args
-
-logger = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:

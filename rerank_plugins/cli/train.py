@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Any
 
 from rerank_plugins.config import load_settings_file
 from rerank_plugins.errors import RerankPluginsError
-
-logger = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:

@@ -35,6 +35,7 @@ from rerank_plugins.pipeline import Candidate, rerank_candidates
 from rerank_plugins.scoring.base import ScoredPairs, Scorer
 from rerank_plugins.scoring.cache import CachedScorer
 from rerank_plugins.scoring.cascade import Cascade
+from rerank_plugins.scoring.factory import resolve_cascade
 
 __all__ = ["EvalReport", "default_metrics", "first_stage_runs", "format_table", "run_evaluation"]
 
@@ -200,8 +201,6 @@ def run_evaluation(
             if "first_stage_weight" in variant.model_fields_set:
                 own["first_stage_weight"] = variant.first_stage_weight
             run_cfg = cfg.merged(**own)
-        from rerank_plugins.scoring.factory import resolve_cascade
-
         resolved = resolve_cascade(run_cfg, member)
         pruner = None
         cascade: Cascade | None = None

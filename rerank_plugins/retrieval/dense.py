@@ -7,7 +7,6 @@ bi-encoder scorer (:mod:`rerank_plugins.scoring.bi_encoder`).
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -16,8 +15,6 @@ from rerank_plugins._extras import require
 from rerank_plugins.scoring.bi_encoder import default_bi_encoder_path, get_bi_encoder
 
 __all__ = ["DenseIndex", "default_bi_encoder_path", "get_bi_encoder"]
-
-logger = logging.getLogger(__name__)
 
 
 class DenseIndex:

@@ -9,7 +9,6 @@ cross-encoder and far less accurate, so it serves as an ensemble member or a fir
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,6 @@ from rerank_plugins.scoring.identity import downloads_allowed, ensure_hub_reacha
 
 __all__ = ["BiEncoderScorer", "default_bi_encoder_path", "get_bi_encoder"]
 
-logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _encoders: dict[tuple[str, str, bool], Any] = {}
 
