@@ -372,3 +372,19 @@ def test_the_model_is_named_by_its_folder_not_the_servers_path(tiny_model: Path)
     assert shown == [tiny_model.name] * 3
     assert str(tiny_model.parent) not in app.get("/info").text
     assert app.get("/info").json()["relevance_score_kind"] == "sigmoid"  # the tiny model has no calibration
+
+
+def test_the_schema_calls_blank_exactly_what_the_server_rejects_as_blank(client: TestClient) -> None:
+    """Schemathesis found a query of two U+0085 that JSON Schema's \\S accepts and str.strip() blanks (422)."""
+    import re
+
+    from rerank_plugins.serving.app import NOT_SPACE
+
+    spaces = {chr(c) for c in range(0x110000) if chr(c).isspace()}
+    assert {c for c in spaces if re.fullmatch(NOT_SPACE, c)} == set()
+    assert all(re.fullmatch(NOT_SPACE, c) for c in ("a", "\ufeff", "\u200b", "\x00", "\U0001f600"))
+    assert all(c.strip() for c in ("a", "\ufeff", "\u200b", "\x00", "\U0001f600"))
+    schema = client.get("/openapi.json").json()
+    assert NOT_SPACE in json.dumps(schema).replace("\\\\", "\\")
+    blank = client.post("/rerank", json={"query": "\x85\x85", "texts": ["a"]})
+    assert blank.status_code == 422

@@ -385,12 +385,18 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     return walk(schema)  # type: ignore[no-any-return]
 
 
+#: A query must hold one of these: every character that is not whitespace to Python's ``str.strip()``,
+#: which decides a blank query here (the server answers 422). JSON Schema's ``\S`` (ECMAScript) disagrees
+#: on a few (U+0085, U+001C-U+001F); a test derives this class from ``str.isspace``.
+NOT_SPACE = r"[^\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028-\u2029\u202f\u205f\u3000]"
+
+
 def _with_limits(schema: dict[str, Any], settings: ServeSettings) -> dict[str, Any]:
     """The request schema with what this server checks at run time: a non-blank query of at most
     ``max_query_chars``, 1 to ``max_documents`` documents, right-side truncation only."""
     props = schema.get("properties", {})
     if "query" in props:
-        props["query"].update(minLength=1, maxLength=settings.max_query_chars, pattern=r"\S")
+        props["query"].update(minLength=1, maxLength=settings.max_query_chars, pattern=NOT_SPACE)
     for name in ("texts", "documents"):
         if name in props:
             props[name].update(minItems=1, maxItems=settings.max_documents)
