@@ -1,6 +1,6 @@
 """One table for a model decision: every dataset of ../shared/data, first stage vs reranked.
 
-Each (model, dataset) cell is the library's default pipeline (``RerankConfig(model=...)``: windows of
+Each (model, dataset) cell is the library's default pipeline (``RerankConfig(scorer={"model": ...})``: windows of
 256 tokens after the CPU cascade) reranking a first stage, plus, with ``--guard W``, the same scores
 blended with the first-stage rank at ``first_stage_weight=W`` (no extra reads). Dev rows are for
 choices; ``--split test`` runs the test splits (WikiQA, TrecQA, SciFact), once per shipped model.
@@ -161,7 +161,7 @@ def main() -> None:
     cache_dir = args.out.with_suffix(".cache")
     for spec in args.model:
         name, path = spec.split("=", 1)
-        base = get_scorer(RerankConfig(model=path))
+        base = get_scorer(RerankConfig(scorer={"model": path}))
         scorer = CachedScorer(base, path=cache_dir / f"{name}.sqlite", max_entries=None)
         for folder, split, stage, depth, metric, most in rows:
             ds = load(args.data, folder, split, most)

@@ -55,7 +55,7 @@ def soak(model: str | None, calls: int, every: int, warmup: int) -> dict[str, An
     from rerank_plugins.data import load_demo_corpus
 
     corpus = [p.text for p in load_demo_corpus()]
-    config = RerankConfig(model=model, device="cpu", top_n=3, max_length=128)
+    config = RerankConfig(scorer={"model": model, "device": "cpu", "max_length": 128}, top_n=3)
     lc = RerankCompressor(config=config)
     li = RerankNodePostprocessor(config=config)
     backend = getattr(lc.scorer, "backend", "n/a")
@@ -99,7 +99,7 @@ def _time_failure(name: str, build: Any) -> dict[str, Any]:
     path = build()
     start = time.perf_counter()
     try:
-        CrossEncoderScorer(path, config=RerankConfig(device="cpu"))
+        CrossEncoderScorer(path, config=RerankConfig(scorer={"device": "cpu"}))
     except ModelLoadError as exc:
         return {"fault": name, "seconds": round(time.perf_counter() - start, 3), "error": str(exc)[:160]}
     return {"fault": name, "seconds": round(time.perf_counter() - start, 3), "error": None}

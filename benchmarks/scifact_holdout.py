@@ -62,7 +62,8 @@ def score_passes(
     out: dict[str, Any] = {}
     for length in lengths:
         kind = "windowed" if windowed else "cross-encoder"
-        scorer = get_scorer(RerankConfig(model=model, device="cpu", backend="onnx", max_length=length, scorer=kind))
+        settings = {"model": model, "device": "cpu", "backend": "onnx", "max_length": length}
+        scorer = get_scorer(RerankConfig(scorer={**settings, "windows": {} if windowed else None}))
         start, scores = time.perf_counter(), {}
         for q in tqdm(qids, desc=f"{kind} at {length} tokens", unit="claim", mininterval=30):
             scores[q] = scorer.score([(ds.queries[q], ds.doc_text(d)) for d in cands[q]])

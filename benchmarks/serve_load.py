@@ -85,7 +85,7 @@ async def _client(url: str, concurrency: int, requests: int, time_cap: float, re
 
     work = _workload(requests, seed=concurrency)
     scorer = RemoteScorer(
-        RerankConfig(scorer="remote", remote_url=url, remote_retries=retries, remote_max_documents=DOCS_PER_REQUEST)
+        RerankConfig(scorer={"kind": "remote", "url": url, "retries": retries, "max_documents": DOCS_PER_REQUEST})
     )
     queue: asyncio.Queue[tuple[str, list[str]]] = asyncio.Queue()
     for item in work:

@@ -208,6 +208,28 @@ def test_the_documented_settings_files_load_without_a_warning(tmp_path: Path) ->
             RerankConfig.from_file(tmp_path / f"{i}.toml")
 
 
+def test_the_projects_own_code_builds_configs_with_sections() -> None:
+    """The library, benchmarks and examples never pass a deprecated flat name to ``RerankConfig(...)``
+    (it would print the deprecation warning to a user running them; ``merged`` and ``resolve`` take the
+    flat names quietly by design)."""
+    import ast
+
+    from rerank_plugins.config import FLAT_NAMES
+
+    root = Path(__file__).parents[1]
+    files = [p for d in ("rerank_plugins", "benchmarks", "examples") for p in sorted((root / d).rglob("*.py"))]
+    assert len(files) > 40
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                flat = [k.arg for k in node.keywords if name == "RerankConfig" and k.arg in FLAT_NAMES]
+                if flat:
+                    found.append(f"{path.relative_to(root)}:{node.lineno} {flat}")
+    assert not found, f"flat (deprecated) settings names passed to RerankConfig: {found}"
+
+
 FLAT_FILE = """
 scorer = "windowed"
 device = "cpu"
