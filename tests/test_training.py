@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import sys
@@ -133,6 +134,22 @@ def test_a_few_training_steps_on_a_tiny_model_save_a_loadable_cross_encoder(tiny
     # Resuming a finished run does no more steps and keeps the history.
     train_cross_encoder(cfg)
     assert len((tmp_path / "out" / "history.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_run_without_a_terminal_logs_its_progress(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A background run writes to a log file, where tqdm is off: the trainer logs a line every few steps."""
+    pytest.importorskip("bm25s")
+    from rerank_plugins.training import trainer
+
+    monkeypatch.setattr(trainer, "PROGRESS_EVERY", 2)
+    root = _toy_beir(tmp_path / "toy")
+    cfg = _toy_config(root, tmp_path / "out", tiny_model, max_steps=4, eval_every=4, warmup_steps=0)
+    with caplog.at_level(logging.INFO, logger="rerank_plugins.training.trainer"):
+        trainer.train_cross_encoder(cfg)
+    lines = [r.getMessage() for r in caplog.records if " s per step" in r.getMessage()]
+    assert [line.split(",")[0] for line in lines] == ["step 2/4", "step 4/4"]
 
 
 def test_metrics_hand_computed() -> None:

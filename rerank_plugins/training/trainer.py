@@ -55,6 +55,9 @@ __all__ = ["OVERLAP_QUERY_IDS", "TrainConfig", "build_groups", "group_loss", "tr
 
 logger = logging.getLogger(__name__)
 
+#: Steps between progress lines in the log when there is no terminal for the progress bar.
+PROGRESS_EVERY = 50
+
 # Train questions that also occur in WikiQA or TrecQA dev/test (listed in the PROVENANCE.md files of
 # ../shared/data/squad-*): never trained on, whatever the settings say.
 OVERLAP_QUERY_IDS = frozenset(
@@ -562,7 +565,7 @@ def train_cross_encoder(config: TrainConfig) -> Path:
     while len(schedule) < total:
         schedule += _batches(groups, config.groups_per_step, random.Random(config.seed + epoch))
         epoch += 1
-    t0 = time.perf_counter()
+    t0, first_step = time.perf_counter(), step
     bar = tqdm(total=total, initial=step, desc="train", disable=None)
     loss_sum, loss_n = 0.0, 0
     while step < total:
@@ -587,6 +590,14 @@ def train_cross_encoder(config: TrainConfig) -> Path:
         loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
+        if bar.disable and step % PROGRESS_EVERY == 0:  # no terminal (a background run's log): a line instead
+            logger.info(
+                "step %d/%d, loss %.3f, %.1f s per step",
+                step,
+                total,
+                loss.item(),
+                (time.perf_counter() - t0) / (step - first_step),
+            )
         if step % config.eval_every == 0 or step == total:
             metrics = _dev_score(model, tokenizer, dev, config.max_length, torch) if dev else {}
             score = sum(metrics.values()) / len(metrics) if metrics else float(step)
