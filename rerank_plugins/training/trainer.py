@@ -587,15 +587,16 @@ def train_cross_encoder(config: TrainConfig) -> Path:
         sched.step()
         optim.zero_grad()
         step += 1
-        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+        loss_value = loss.item()
+        loss_sum, loss_n = loss_sum + loss_value, loss_n + 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{loss_value:.3f}")
         if bar.disable and step % PROGRESS_EVERY == 0:  # no terminal (a background run's log): a line instead
             logger.info(
                 "step %d/%d, loss %.3f, %.1f s per step",
                 step,
                 total,
-                loss.item(),
+                loss_value,
                 (time.perf_counter() - t0) / (step - first_step),
             )
         if step % config.eval_every == 0 or step == total:
