@@ -278,3 +278,34 @@ def test_demo_runs_with_no_arguments_on_the_shipped_model(monkeypatch: pytest.Mo
     assert code == 0, err
     assert f"cross-encoder: {default_model_path()}" in out
     assert "LangChain" in out
+
+
+def test_train_mine_only_writes_the_groups_and_a_later_run_trains_from_them(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("bm25s")
+    from tests.test_training import _toy_beir
+
+    root = _toy_beir(tmp_path / "toy")
+    groups = tmp_path / "groups.json.gz"
+    settings = tmp_path / "train.toml"
+    settings.write_text(
+        f'skip_top = 0\nmargin = 10.0\nmax_length = 32\ntrain_datasets = ["{root.as_posix()}"]\n'
+        f'output_dir = "{(tmp_path / "run").as_posix()}"\n'
+    )
+    code, _, err = run(["train", "--config", str(settings), "--mine-only"], monkeypatch)
+    assert code == 2
+    assert "--mine-only writes the groups to --groups-file" in err
+    code, out, err = run(["train", "--config", str(settings), "--groups-file", str(groups), "--mine-only"], monkeypatch)
+    assert code == 0, err
+    assert groups.is_file()
+    assert "groups in" in out
+    assert not (tmp_path / "run" / "last").exists()  # mined, not trained
+    # the corpora are not needed once mined: the folder may be gone on the training machine
+    moved = tmp_path / "moved"
+    root.rename(moved)
+    args = ["train", "--config", str(settings), "--groups-file", str(groups), "--base-model", tiny_model]
+    code, out, err = run([*args, "--max-steps", "1", "--device", "cpu", "--max-seconds", "600"], monkeypatch)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "data_summary.json").read_text())
+    assert summary["groups_file"] == "groups.json.gz"

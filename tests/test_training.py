@@ -672,3 +672,128 @@ def test_a_soup_is_the_weighted_mean_of_its_checkpoints_and_loads_as_a_cross_enc
     other = build_tiny_cross_encoder(tmp_path / "c", num_labels=2)
     with pytest.raises(SystemExit, match="not one architecture"):
         script.soup([a, other], tmp_path / "bad")
+
+
+@pytest.mark.parametrize("name", ["groups.json", "groups.json.gz", "groups.json.xz"])
+def test_saved_groups_read_back_equal_with_each_text_stored_once(tmp_path: Path, name: str) -> None:
+    from rerank_plugins.training.mining import TrainingGroup, load_groups, save_groups
+
+    shared = "Yeast releases carbon dioxide, which makes dough rise. " * 20
+    groups = [
+        TrainingGroup("what makes dough rise", "Yeast makes dough rise.", (shared, "Salt slows yeast."), "a"),
+        TrainingGroup("why is the sky blue", "Rayleigh scattering.", (shared, "Clouds are white."), "b"),
+    ]
+    path = save_groups(groups, tmp_path / name, {"settings": {"seed": 3}})
+    got, meta = load_groups(path)
+    assert got == groups
+    assert meta == {"settings": {"seed": 3}}
+    if name.endswith(".json"):
+        assert path.read_text().count("Yeast releases") == 20  # the shared passage once, not once per group
+    (tmp_path / "other.json").write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="not a groups file"):
+        load_groups(tmp_path / "other.json")
+    (tmp_path / "broken.json.xz").write_bytes(b"not xz at all")
+    with pytest.raises(ValueError, match="not a readable groups file"):
+        load_groups(tmp_path / "broken.json.xz")
+
+
+def test_a_groups_file_is_mined_once_reused_and_refused_when_the_settings_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("bm25s")
+    from rerank_plugins.training import trainer
+
+    root = _toy_answer_selection(tmp_path / "toy")
+    cfg = _toy_config(
+        root, tmp_path / "out", corpus_negatives=True, holdout_queries=0, groups_file=tmp_path / "g.json.xz"
+    )
+    mined, summary, _ = trainer.mine_groups(cfg)
+    assert cfg.groups_file is not None
+    assert cfg.groups_file.is_file()
+
+    def no_mining(config: TrainConfig) -> Any:
+        raise AssertionError("the groups file should have been read, not mined again")
+
+    monkeypatch.setattr(trainer, "build_groups", no_mining)
+    again, summary_again, _ = trainer.mine_groups(cfg)
+    assert again == mined
+    assert summary_again == {**summary, "groups_file": "g.json.xz"}
+    # the datasets are recorded by folder name, so the file serves a machine where they live elsewhere
+    moved = cfg.model_copy(update={"train_datasets": [tmp_path / "elsewhere" / "toy"], "output_dir": tmp_path / "o2"})
+    assert trainer.mine_groups(moved)[0] == mined
+    with pytest.raises(ValueError, match=r"mined with other settings \(n_hard_negatives, seed differ\)"):
+        trainer.mine_groups(cfg.model_copy(update={"n_hard_negatives": 3, "seed": 99}))
+
+
+def test_held_out_dev_queries_travel_with_the_groups_file(tmp_path: Path) -> None:
+    pytest.importorskip("bm25s")
+    from rerank_plugins.training.trainer import mine_groups
+
+    root = _toy_beir(tmp_path / "toy")
+    cfg = _toy_config(root, tmp_path / "out", holdout_queries=1, groups_file=tmp_path / "g.json")
+    _, _, held = mine_groups(cfg)
+    _, _, read_back = mine_groups(cfg)
+    assert len(held) == 1
+    assert read_back == held
+
+
+def test_max_seconds_ends_a_run_at_the_step_it_is_on_and_saves_that_step(tiny_model: str, tmp_path: Path) -> None:
+    pytest.importorskip("bm25s")
+    from rerank_plugins.training.trainer import train_cross_encoder
+
+    root = _toy_beir(tmp_path / "toy")
+    cfg = _toy_config(root, tmp_path / "out", tiny_model, max_steps=50, eval_every=40, warmup_steps=0, max_seconds=1e-9)
+    best = train_cross_encoder(cfg)
+    history = [json.loads(x) for x in (tmp_path / "out" / "history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [1]  # out of time after the first step: evaluated and saved
+    assert json.loads((best / "best_step.json").read_text())["step"] == 1
+
+
+def test_the_training_device_is_checked_and_bf16_autocast_trains_on_a_cpu(tiny_model: str, tmp_path: Path) -> None:
+    pytest.importorskip("bm25s")
+    import torch
+
+    from rerank_plugins.training.trainer import resolve_device, train_cross_encoder
+
+    assert resolve_device("cpu", torch).type == "cpu"
+    assert resolve_device("auto", torch).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="not a torch device"):
+        resolve_device("tpu-please", torch)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees none"):
+            resolve_device("cuda", torch)
+    root = _toy_beir(tmp_path / "toy")
+    cfg = _toy_config(root, tmp_path / "out", tiny_model, max_steps=2, warmup_steps=0, device="cpu", bf16=True)
+    best = train_cross_encoder(cfg)
+    history = [json.loads(x) for x in (tmp_path / "out" / "history.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(h["train_loss"]) for h in history)
+    assert (best / "model.safetensors").is_file()
+
+
+def test_pick_scores_checkpoints_on_the_configs_dev_sets_and_names_the_best_mean(tmp_path: Path) -> None:
+    import importlib.util
+
+    from tests.conftest import build_tiny_cross_encoder
+
+    spec = importlib.util.spec_from_file_location("pick", Path(__file__).parents[1] / "benchmarks/training/pick.py")
+    assert spec is not None
+    assert spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    root = _toy_beir(tmp_path / "toy")
+    a = build_tiny_cross_encoder(tmp_path / "a", seed=1)
+    b = build_tiny_cross_encoder(tmp_path / "b", seed=2)
+    config = tmp_path / "train.toml"
+    config.write_text(
+        f'output_dir = "unused"\ntrain_datasets = []\ndev_datasets = ["{root.as_posix()}"]\n'
+        'device = "cpu"\nmax_length = 32\n'
+    )
+    result = script.pick(config, [a, b])
+    rows = result["checkpoints"]
+    assert set(rows) == {str(a), str(b)}
+    for row in rows.values():
+        assert row["mean dev"] == row["toy/dev map"]  # one dev set: the mean is its metric
+    assert result["chosen"] == max(rows, key=lambda p: rows[p]["mean dev"])
+    config.write_text('output_dir = "unused"\ntrain_datasets = []\ndevice = "cpu"\n')
+    with pytest.raises(SystemExit, match="names no dev_datasets"):
+        script.pick(config, [a])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from rerank_plugins.config import load_settings_file
@@ -50,13 +51,26 @@ def register(sub: Any) -> None:
     tr.add_argument("--lr", type=float, help="encoder learning rate (default 5e-5)")
     tr.add_argument("--head-lr", type=float, help="classifier head learning rate (default 1e-3)")
     tr.add_argument("--seed", type=int, help="random seed")
+    tr.add_argument("--device", help="torch device: auto (a GPU when torch sees one), cpu, cuda, cuda:1 ...")
+    tr.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast (pays on GPUs)")
+    tr.add_argument("--max-seconds", type=float, help="stop training after this many seconds, saving that step")
+    tr.add_argument(
+        "--groups-file",
+        help="save the mined groups here (.json, .json.gz, .json.xz) and reuse them when the settings match",
+    )
+    tr.add_argument(
+        "--mine-only",
+        action="store_true",
+        help="mine the groups into --groups-file (or the config's groups_file) and stop: train later, e.g. on "
+        "a GPU machine without the corpora",
+    )
     tr.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rerank_plugins.training.trainer import TrainConfig, train_cross_encoder
+    from rerank_plugins.training.trainer import TrainConfig, mine_groups, train_cross_encoder
 
     values: dict[str, Any] = dict(load_settings_file(args.config)) if args.config else {}
     base = args.base_model
@@ -82,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
         ("lr", args.lr),
         ("head_lr", args.head_lr),
         ("seed", args.seed),
+        ("device", args.device),
+        ("bf16", args.bf16),
+        ("max_seconds", args.max_seconds),
+        ("groups_file", args.groups_file),
     ):
         if value is not None:
             values[key] = value
@@ -89,9 +107,17 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig.model_validate(values)
     except ValueError as exc:
         raise RerankPluginsError(f"invalid training settings: {exc}".replace("\n", " ")) from exc
-    for path in config.train_datasets + config.dev_datasets:
+    if args.mine_only and config.groups_file is None:
+        raise RerankPluginsError("--mine-only writes the groups to --groups-file or the config's groups_file: name one")
+    mined = config.groups_file is not None and config.groups_file.is_file()
+    needed = (config.train_datasets if not mined else []) + ([] if args.mine_only else config.dev_datasets)
+    for path in needed:
         if not Path(path).is_dir():
             raise RerankPluginsError(f"dataset folder {path} does not exist")
+    if args.mine_only:
+        groups, summary, _ = mine_groups(config)
+        print(f"{len(groups)} groups in {config.groups_file} ({json.dumps(summary)})")
+        return 0
     best = train_cross_encoder(config)
     print(f"best checkpoint: {best}")
     return 0

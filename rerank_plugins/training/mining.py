@@ -15,18 +15,26 @@ positive; negatives are then mined from a retriever like those of real queries.
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
+import lzma
 import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
 
-__all__ = ["TrainingGroup", "mine_from_candidates", "mine_from_retriever", "pseudo_query"]
+__all__ = ["TrainingGroup", "load_groups", "mine_from_candidates", "mine_from_retriever", "pseudo_query", "save_groups"]
 
 # a sentence ends at . ! or ? followed by space and an upper-case letter, digit or bracket
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 
 logger = logging.getLogger(__name__)
+
+#: The ``format`` field of a groups file written by :func:`save_groups`.
+GROUPS_FORMAT = "rerank-plugins training groups 1"
 
 
 @dataclass(frozen=True)
@@ -119,3 +127,53 @@ def pseudo_query(
     keep = rng.random() < keep_probability
     rest = sentences if keep else sentences[:pick] + sentences[pick + 1 :]
     return sentences[pick], " ".join(rest)
+
+
+def _open(path: Path, mode: str) -> IO[str]:
+    """A text handle on ``path``, compressed as its suffix says (``.xz``, ``.gz`` or none)."""
+    text_mode: Any = mode + "t"  # the overloads of lzma.open and gzip.open for text need a literal
+    if path.suffix == ".xz":
+        return cast(IO[str], lzma.open(path, text_mode, encoding="utf-8", preset=9 if mode == "w" else None))
+    if path.suffix == ".gz":
+        return cast(IO[str], gzip.open(path, text_mode, encoding="utf-8"))
+    return path.open(mode, encoding="utf-8")
+
+
+def save_groups(groups: Sequence[TrainingGroup], path: Path | str, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``groups`` to one JSON file (``.xz`` / ``.gz`` compress it), each distinct text stored once.
+
+    Mined groups repeat their passages (one paragraph is a negative of many questions), so the file
+    holds a table of distinct texts and the groups as indices into it. ``meta`` (the settings that
+    mined them, a data summary) travels with the groups and is returned by :func:`load_groups`.
+    """
+    path = Path(path)
+    index: dict[str, int] = {}
+
+    def at(text: str) -> int:
+        return index.setdefault(text, len(index))
+
+    rows = [[at(g.query), at(g.positive), [at(t) for t in g.negatives], g.source] for g in groups]
+    payload = {"format": GROUPS_FORMAT, "meta": meta or {}, "texts": list(index), "groups": rows}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _open(path, "w") as fh:
+        json.dump(payload, fh, ensure_ascii=False, separators=(",", ":"))
+    logger.info("wrote %d groups (%d distinct texts) to %s", len(rows), len(index), path)
+    return path
+
+
+def load_groups(path: Path | str) -> tuple[list[TrainingGroup], dict[str, Any]]:
+    """The groups and the ``meta`` dict of a file written by :func:`save_groups`."""
+    path = Path(path)
+    try:
+        with _open(path, "r") as fh:
+            payload = json.load(fh)
+    except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:  # a bad gzip file is an OSError
+        raise ValueError(f"{path} is not a readable groups file ({exc}); mine it again") from exc
+    if not isinstance(payload, dict) or payload.get("format") != GROUPS_FORMAT:
+        raise ValueError(f"{path} is not a groups file written by save_groups (format {GROUPS_FORMAT!r})")
+    texts = payload["texts"]
+    groups = [
+        TrainingGroup(texts[q], texts[p], tuple(texts[n] for n in negs), source)
+        for q, p, negs, source in payload["groups"]
+    ]
+    return groups, payload["meta"]

@@ -43,7 +43,14 @@ from tqdm import tqdm
 from rerank_plugins._extras import require
 from rerank_plugins.evaluation.datasets import BeirDataset, join_title, load_beir
 from rerank_plugins.evaluation.metrics import evaluate
-from rerank_plugins.training.mining import TrainingGroup, mine_from_candidates, mine_from_retriever, pseudo_query
+from rerank_plugins.training.mining import (
+    TrainingGroup,
+    load_groups,
+    mine_from_candidates,
+    mine_from_retriever,
+    pseudo_query,
+    save_groups,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +58,16 @@ if TYPE_CHECKING:
     from rerank_plugins.retrieval.bm25 import BM25Index
     from rerank_plugins.retrieval.dense import DenseIndex
 
-__all__ = ["OVERLAP_QUERY_IDS", "TrainConfig", "build_groups", "group_loss", "train_cross_encoder"]
+__all__ = [
+    "OVERLAP_QUERY_IDS",
+    "TrainConfig",
+    "build_groups",
+    "group_loss",
+    "mine_groups",
+    "mining_settings",
+    "resolve_device",
+    "train_cross_encoder",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +178,28 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(default=200, gt=0, description="Steps between dev evaluations and checkpoints.")
     seed: int = Field(default=13, description="Seed of every random choice.")
     threads: int | None = Field(default=None, gt=0, description="torch intra-op threads (None: torch default).")
+    device: str = Field(
+        default="auto",
+        description="torch device to train on: 'auto' (CUDA when torch sees a GPU, else the CPU), 'cpu', 'cuda', "
+        "'cuda:1', ...",
+    )
+    bf16: bool = Field(
+        default=False,
+        description="bfloat16 autocast for the forward pass and loss (weights and optimizer stay float32). Pays "
+        "on GPUs; on a CPU without native bf16 (no AVX-512 BF16 / AMX) it is slower than float32.",
+    )
+    max_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Stop training after this many seconds (measured from the first step): the step then "
+        "reached is evaluated and saved like the last one. For runs that must fit a lease or a session.",
+    )
+    groups_file: Path | None = Field(
+        default=None,
+        description="Where the mined groups are saved (.json, .json.gz, .json.xz), and read back from when it "
+        "exists and was mined with the same settings: mining runs once, e.g. on a CPU machine with the "
+        "corpora before training on a GPU machine without them (`rerank-plugins train --mine-only`).",
+    )
 
 
 @dataclass(frozen=True)
@@ -393,6 +431,68 @@ def build_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, An
     return padded, summary, holdouts
 
 
+#: The settings that decide which groups are mined (a groups file is reused only when they match).
+_MINING_FIELDS = (
+    "train_queries",
+    "corpus_negatives",
+    "n_hard_negatives",
+    "n_random_negatives",
+    "n_dense_negatives",
+    "dense_model",
+    "skip_top",
+    "margin",
+    "mining_depth",
+    "pseudo_queries",
+    "holdout_queries",
+    "exclude_queries",
+    "seed",
+)
+
+
+def mining_settings(config: TrainConfig) -> dict[str, Any]:
+    """What a groups file records of the settings that mined it (datasets by folder name)."""
+    settings = config.model_dump(mode="json", include=set(_MINING_FIELDS))
+    settings["train_datasets"] = [Path(p).name for p in config.train_datasets]
+    return settings
+
+
+def _dev_set_json(d: DevSet) -> dict[str, Any]:
+    return {**d.__dict__, "candidates": {q: [list(c) for c in cs] for q, cs in d.candidates.items()}}
+
+
+def mine_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, Any], list[DevSet]]:
+    """:func:`build_groups`, through ``config.groups_file`` when one is set: read back when it holds groups
+    mined with the same settings (an error when they differ), else mined and written there."""
+    path = config.groups_file
+    if path is None:
+        return build_groups(config)
+    wanted = mining_settings(config)
+    if path.is_file():
+        groups, meta = load_groups(path)
+        if meta.get("settings") != wanted:
+            differ = sorted(k for k in wanted if meta.get("settings", {}).get(k) != wanted[k])
+            raise ValueError(
+                f"{path} was mined with other settings ({', '.join(differ)} differ); mine again with "
+                "`rerank-plugins train --mine-only` into a new file, or point groups_file elsewhere"
+            )
+        holdouts = [
+            DevSet(
+                d["name"],
+                d["metric"],
+                d["queries"],
+                {q: [(c[0], c[1]) for c in cs] for q, cs in d["candidates"].items()},
+                d["qrels"],
+            )
+            for d in meta.get("holdouts", [])
+        ]
+        logger.info("read %d mined groups from %s", len(groups), path)
+        return groups, {**meta["summary"], "groups_file": path.name}, holdouts
+    groups, summary, holdouts = build_groups(config)
+    meta = {"settings": wanted, "summary": summary, "holdouts": [_dev_set_json(d) for d in holdouts]}
+    save_groups(groups, path, meta)
+    return groups, summary, holdouts
+
+
 def _batches(groups: list[TrainingGroup], per_step: int, rng: random.Random) -> list[list[TrainingGroup]]:
     """Batches of groups from one source each (similar lengths), in shuffled order."""
     by_source: dict[str, list[TrainingGroup]] = {}
@@ -442,6 +542,7 @@ def _dev_sets(config: TrainConfig) -> list[DevSet]:
 
 def _dev_score(model: Any, tokenizer: Any, dev: list[DevSet], max_length: int, torch: Any) -> dict[str, float]:
     model.eval()
+    device = next(model.parameters()).device
     out: dict[str, float] = {}
     with torch.inference_mode():
         for ds in dev:
@@ -458,8 +559,8 @@ def _dev_score(model: Any, tokenizer: Any, dev: list[DevSet], max_length: int, t
                         max_length=max_length,
                         padding=True,
                         return_tensors="pt",
-                    )
-                    scores += model(**enc).logits[:, 0].tolist()
+                    ).to(device)
+                    scores += model(**enc).logits[:, 0].float().tolist()
                 run[qid] = {d: s for (d, _), s in zip(cands, scores, strict=True)}
             out[f"{ds.name} {ds.metric}"] = evaluate(ds.qrels, run, [ds.metric])[ds.metric]
     model.train()
@@ -485,13 +586,14 @@ def group_loss(logits: torch.Tensor, config: TrainConfig, teacher: torch.Tensor 
     import torch
 
     def listwise() -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long))
+        target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        return torch.nn.functional.cross_entropy(logits, target)
 
     def pointwise() -> torch.Tensor:
         target = torch.zeros_like(logits)
         target[:, 0] = 1.0
         return torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, target, pos_weight=torch.tensor(config.pos_weight)
+            logits, target, pos_weight=torch.tensor(config.pos_weight, device=logits.device)
         )
 
     if config.loss == "listwise":
@@ -508,10 +610,24 @@ def group_loss(logits: torch.Tensor, config: TrainConfig, teacher: torch.Tensor 
     return loss
 
 
+def resolve_device(name: str, torch: Any) -> Any:
+    """The torch device ``name`` means ('auto': CUDA when torch sees a GPU, else the CPU)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"device {name!r} is not a torch device; use 'auto', 'cpu' or 'cuda'") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asks for a GPU, but torch sees none; use device='auto' or 'cpu'")
+    return device
+
+
 def train_cross_encoder(config: TrainConfig) -> Path:
     """Train and return the directory of the best checkpoint (or the last one without dev data)."""
     torch = require("torch", "Training")
     transformers = require("transformers", "Training")
+    device = resolve_device(config.device, torch)
     if config.threads:
         torch.set_num_threads(config.threads)
     random.seed(config.seed)
@@ -519,7 +635,7 @@ def train_cross_encoder(config: TrainConfig) -> Path:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    groups, summary, holdouts = build_groups(config)
+    groups, summary, holdouts = mine_groups(config)
     if not groups:
         raise ValueError("No training groups could be mined; check the datasets' train splits.")
     dev = _dev_sets(config) + holdouts
@@ -531,8 +647,12 @@ def train_cross_encoder(config: TrainConfig) -> Path:
     state_path = last / "trainer_state.pt"
     start_from = str(last) if state_path.is_file() else config.base_model
     tokenizer = transformers.AutoTokenizer.from_pretrained(start_from)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(start_from, num_labels=1)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        start_from, num_labels=1, dtype=torch.float32
+    )
+    model.to(device)
     model.train()
+    logger.info("training on %s%s", device, " with bf16 autocast" if config.bf16 else "")
 
     head = [p for n, p in model.named_parameters() if n.startswith(("classifier", "bert.pooler", "pooler"))]
     head_ids = {id(p) for p in head}
@@ -552,7 +672,7 @@ def train_cross_encoder(config: TrainConfig) -> Path:
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda)
     step, best, history = 0, -1.0, []
     if state_path.is_file():
-        state = torch.load(state_path, weights_only=True)
+        state = torch.load(state_path, weights_only=True, map_location=device)
         optim.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
         step, best = int(state["step"]), float(state["best"])
@@ -577,9 +697,10 @@ def train_cross_encoder(config: TrainConfig) -> Path:
                 passages.append(p)
         enc = tokenizer(
             queries, passages, truncation="only_second", max_length=config.max_length, padding=True, return_tensors="pt"
-        )
-        logits = model(**enc).logits[:, 0].view(len(batch), -1)
-        targets = torch.tensor([teacher[g] for g in batch]) if teacher else None
+        ).to(device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            logits = model(**enc).logits[:, 0].float().view(len(batch), -1)
+        targets = torch.tensor([teacher[g] for g in batch], device=device) if teacher else None
         loss = group_loss(logits, config, targets)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -599,7 +720,10 @@ def train_cross_encoder(config: TrainConfig) -> Path:
                 loss_value,
                 (time.perf_counter() - t0) / (step - first_step),
             )
-        if step % config.eval_every == 0 or step == total:
+        out_of_time = config.max_seconds is not None and time.perf_counter() - t0 > config.max_seconds
+        if out_of_time and step < total:
+            logger.info("max_seconds (%.0f) reached at step %d of %d: it is the last", config.max_seconds, step, total)
+        if step % config.eval_every == 0 or step == total or out_of_time:
             metrics = _dev_score(model, tokenizer, dev, config.max_length, torch) if dev else {}
             score = sum(metrics.values()) / len(metrics) if metrics else float(step)
             train_loss = round(loss_sum / max(loss_n, 1), 4)  # mean since the previous evaluation
@@ -624,6 +748,8 @@ def train_cross_encoder(config: TrainConfig) -> Path:
             )
             with (out / "history.jsonl").open("a") as fh:
                 fh.write(json.dumps(history[-1]) + "\n")
+        if out_of_time:
+            break
     bar.close()
     logger.info("training finished: %d steps in %.0f s", step, time.perf_counter() - t0)
     return out / "best" if (out / "best").is_dir() else last
