@@ -93,6 +93,9 @@ def test_tei_bad_input_is_a_4xx_with_a_message(client: TestClient, body: Any, st
     [
         ({"query": "cat", "documents": []}, 422, "empty"),
         ({"query": "cat", "documents": ["a"], "top_n": 0}, 422, "top_n"),
+        ({"query": "cat", "documents": ["a"], "top_n": "2"}, 422, "top_n"),
+        ({"query": "cat", "documents": ["a"], "max_tokens_per_doc": True}, 422, "max_tokens_per_doc"),
+        ({"query": "cat", "documents": ["a"], "max_tokens_per_doc": 1.0}, 422, "max_tokens_per_doc"),
         ({"query": "cat", "documents": ["a"] * 6}, 413, "at most 5"),
     ],
 )

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from rerank_plugins._extras import require
 from rerank_plugins.config import RerankConfig
@@ -72,13 +72,14 @@ class CohereRequest(BaseModel):
 
     query: str
     documents: list[str | dict[str, Any]]
-    top_n: int | None = Field(default=None, ge=1)
+    # strict like the flags: true, 1.0 or "2" for a count is a client bug (JSON Schema says integer)
+    top_n: StrictInt | None = Field(default=None, ge=1)
     rank_fields: list[str] | None = None
     return_documents: StrictBool = False
     model: str | None = None
     raw_scores: StrictBool = False
     truncate: StrictBool | None = None
-    max_tokens_per_doc: int | None = Field(default=None, ge=1)
+    max_tokens_per_doc: StrictInt | None = Field(default=None, ge=1)
 
 
 def document_text(doc: str | dict[str, Any], rank_fields: list[str] | None) -> str:
