@@ -95,12 +95,24 @@ def test_tei_bad_input_is_a_4xx_with_a_message(client: TestClient, body: Any, st
         ({"query": "cat", "documents": ["a"], "top_n": 0}, 422, "top_n"),
         ({"query": "cat", "documents": ["a"], "top_n": "2"}, 422, "top_n"),
         ({"query": "cat", "documents": ["a"], "max_tokens_per_doc": True}, 422, "max_tokens_per_doc"),
-        ({"query": "cat", "documents": ["a"], "max_tokens_per_doc": 1.0}, 422, "max_tokens_per_doc"),
+        ({"query": "cat", "documents": ["a"], "max_tokens_per_doc": 1.5}, 422, "max_tokens_per_doc"),
         ({"query": "cat", "documents": ["a"] * 6}, 413, "at most 5"),
     ],
 )
 def test_cohere_bad_input_is_a_4xx_with_a_message(client: TestClient, body: Any, status: int, needle: str) -> None:
     assert needle in _error(client.post("/v1/rerank", json=body), status)
+
+
+def test_cohere_counts_are_json_schema_integers(client: TestClient) -> None:
+    """2.0 is an integer to JSON Schema (and to the OpenAPI document clients read), true and "2" are not."""
+    docs = ["cat", "a cat is a pet", "dogs bark"]
+    body = {"query": "cat pet", "documents": docs, "top_n": 2.0, "max_tokens_per_doc": 64.0}
+    r = client.post("/v2/rerank", json=body)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["results"]) == 2
+    assert "expected an integer, got bool" in _error(
+        client.post("/v2/rerank", json={"query": "cat", "documents": docs, "top_n": True}), 422
+    )
 
 
 def test_malformed_and_oversized_bodies(client: TestClient) -> None:

@@ -24,9 +24,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
 
 from rerank_plugins._extras import require
 from rerank_plugins.config import RerankConfig
@@ -44,6 +44,18 @@ _Handler = Callable[[Any], Awaitable[Any]]
 
 #: (pairs, raw_scores) -> scores and notes in input order.
 ScoreFn = Callable[[list[tuple[str, str]], bool], Awaitable[ScoredPairs]]
+
+
+def _json_integer(value: Any) -> Any:
+    """A JSON Schema integer: a whole number (``2`` or ``2.0``), never ``true`` or ``"2"``, which pydantic's
+    lax mode would turn into 1 and 2 (a client bug to report, not a count to guess)."""
+    if isinstance(value, bool | str):
+        raise ValueError(f"expected an integer, got {type(value).__name__} {value!r}")
+    return value
+
+
+#: A count of at least 1 that accepts what JSON Schema calls an integer and nothing else.
+Count = Annotated[int, Field(ge=1), BeforeValidator(_json_integer)]
 
 
 class TEIRequest(BaseModel):
@@ -72,14 +84,13 @@ class CohereRequest(BaseModel):
 
     query: str
     documents: list[str | dict[str, Any]]
-    # strict like the flags: true, 1.0 or "2" for a count is a client bug (JSON Schema says integer)
-    top_n: StrictInt | None = Field(default=None, ge=1)
+    top_n: Count | None = None
     rank_fields: list[str] | None = None
     return_documents: StrictBool = False
     model: str | None = None
     raw_scores: StrictBool = False
     truncate: StrictBool | None = None
-    max_tokens_per_doc: StrictInt | None = Field(default=None, ge=1)
+    max_tokens_per_doc: Count | None = None
 
 
 def document_text(doc: str | dict[str, Any], rank_fields: list[str] | None) -> str:
