@@ -644,20 +644,26 @@ def test_one_step_on_the_new_layout_scores_a_collection_without_lists_as_dev(tin
         train_cross_encoder(cfg.model_copy(update={"dev_datasets": [train], "dev_splits": {"squadlike": "train"}}))
 
 
-def test_a_soup_is_the_weighted_mean_of_its_checkpoints_and_loads_as_a_cross_encoder(tmp_path: Path) -> None:
+def _training_script(name: str) -> Any:
+    """``benchmarks/training/<name>.py`` as a module (the folder is not a package)."""
     import importlib.util
 
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / f"benchmarks/training/{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_a_soup_is_the_weighted_mean_of_its_checkpoints_and_loads_as_a_cross_encoder(tmp_path: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
     from tests.conftest import build_tiny_cross_encoder
 
-    spec = importlib.util.spec_from_file_location("soup", Path(__file__).parents[1] / "benchmarks/training/soup.py")
-    assert spec is not None
-    assert spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _training_script("soup")
     a = build_tiny_cross_encoder(tmp_path / "a", seed=1)
     b = build_tiny_cross_encoder(tmp_path / "b", seed=2)
     out = script.soup([a, b], tmp_path / "soup", [3.0, 1.0])
@@ -771,15 +777,9 @@ def test_the_training_device_is_checked_and_bf16_autocast_trains_on_a_cpu(tiny_m
 
 
 def test_pick_scores_checkpoints_on_the_configs_dev_sets_and_names_the_best_mean(tmp_path: Path) -> None:
-    import importlib.util
-
     from tests.conftest import build_tiny_cross_encoder
 
-    spec = importlib.util.spec_from_file_location("pick", Path(__file__).parents[1] / "benchmarks/training/pick.py")
-    assert spec is not None
-    assert spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _training_script("pick")
     root = _toy_beir(tmp_path / "toy")
     a = build_tiny_cross_encoder(tmp_path / "a", seed=1)
     b = build_tiny_cross_encoder(tmp_path / "b", seed=2)
