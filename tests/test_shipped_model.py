@@ -6,6 +6,7 @@ import pytest
 
 from rerank_plugins import RerankConfig, default_model_path
 from rerank_plugins.scoring.calibration import load_calibration
+from rerank_plugins.scoring.loading import load_guard
 
 
 def test_shipped_model_is_a_small_safetensors_folder() -> None:
@@ -16,6 +17,7 @@ def test_shipped_model_is_a_small_safetensors_folder() -> None:
     size = sum(p.stat().st_size for p in path.iterdir())
     assert size < 50 * 1024 * 1024
     assert load_calibration(path) is not None
+    assert 0.0 < load_guard(path) < 1.0  # the guard chosen on dev data ships with the weights
 
 
 @pytest.mark.slow
@@ -74,23 +76,41 @@ def test_shipped_calibration_maps_logits_into_0_1_monotonically() -> None:
     assert not any(math.isnan(p) for p in ps)
 
 
+_LONG_NEED = (
+    "I am looking for studies of how yeast makes bread dough rise, in particular which gas is released "
+    "by fermentation, how temperature changes the rate, and how long proofing should last. "
+) * 8
+_BREAD_DOCS = (
+    ("a", "Saturn has the most extensive ring system of any planet."),
+    ("b", "Yeast ferments sugars in dough and releases carbon dioxide, which makes bread rise."),
+)
+
+
 @pytest.mark.slow
 def test_a_query_longer_than_the_budget_is_reranked_by_the_default_pipeline() -> None:
     """A descriptive information need (about 300 tokens) through the default windowed pipeline: no error,
-    the passage that answers it first, and the cut flagged in the metadata."""
+    every candidate back, the cut flagged in the metadata."""
     from langchain_core.documents import Document
 
     from rerank_plugins import RerankCompressor
 
-    need = (
-        "I am looking for studies of how yeast makes bread dough rise, in particular which gas is released "
-        "by fermentation, how temperature changes the rate, and how long proofing should last. "
-    )
-    query = need * 8
-    docs = [
-        Document("Saturn has the most extensive ring system of any planet.", id="a"),
-        Document("Yeast ferments sugars in dough and releases carbon dioxide, which makes bread rise.", id="b"),
-    ]
-    out = RerankCompressor(top_n=2).compress_documents(docs, query)
-    assert [d.id for d in out] == ["b", "a"]
+    docs = [Document(text, id=i) for i, text in _BREAD_DOCS]
+    out = RerankCompressor(top_n=2).compress_documents(docs, _LONG_NEED)
+    assert sorted(d.id for d in out) == ["a", "b"]
     assert all(d.metadata["rerank_query_dropped_tokens"] > 0 for d in out)
+    assert all(0.0 <= d.metadata["relevance_score"] <= 1.0 for d in out)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="the shipped model's scores flatten for queries past about 50 words (it trained on short questions): "
+    "both passages get about the same score here; the model card's Limitations and the Cranfield dev row measure it",
+)
+def test_the_shipped_model_ranks_the_answer_to_a_long_need_first() -> None:
+    """v1 passed this and the license-clean default does not; strict, so a model that fixes it says so."""
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+
+    scorer = CrossEncoderScorer(str(default_model_path()), device="cpu")
+    saturn, yeast = scorer.score([(_LONG_NEED, text) for _, text in _BREAD_DOCS])
+    assert yeast > saturn
