@@ -759,15 +759,16 @@ def test_the_training_device_is_checked_and_bf16_autocast_trains_on_a_cpu(tiny_m
     pytest.importorskip("bm25s")
     import torch
 
-    from rerank_plugins.training.trainer import resolve_device, train_cross_encoder
+    from rerank_plugins.errors import ModelLoadError
+    from rerank_plugins.training.trainer import train_cross_encoder, training_device
 
-    assert resolve_device("cpu", torch).type == "cpu"
-    assert resolve_device("auto", torch).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert training_device("cpu", torch).type == "cpu"
+    assert training_device("auto", torch).type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ValueError, match="not a torch device"):
-        resolve_device("tpu-please", torch)
+        training_device("tpu-please", torch)
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="torch sees none"):
-            resolve_device("cuda", torch)
+        with pytest.raises(ModelLoadError, match="CUDA is not available"):
+            training_device("cuda", torch)
     root = _toy_beir(tmp_path / "toy")
     cfg = _toy_config(root, tmp_path / "out", tiny_model, max_steps=2, warmup_steps=0, device="cpu", bf16=True)
     best = train_cross_encoder(cfg)

@@ -28,11 +28,11 @@ def pick(config_path: Path, checkpoints: list[Path]) -> dict[str, Any]:
     import transformers
 
     from rerank_plugins.config import load_settings_file
-    from rerank_plugins.training.trainer import TrainConfig, _dev_score, _dev_sets, resolve_device
+    from rerank_plugins.training.trainer import TrainConfig, _dev_score, _dev_sets, training_device
 
     values = {"base_model": "unused", **load_settings_file(config_path)}
     config = TrainConfig.model_validate(values)
-    device = resolve_device(config.device, torch)
+    device = training_device(config.device, torch)
     dev = _dev_sets(config)
     if not dev:
         raise SystemExit(f"{config_path} names no dev_datasets: nothing to choose by")

@@ -65,8 +65,8 @@ __all__ = [
     "group_loss",
     "mine_groups",
     "mining_settings",
-    "resolve_device",
     "train_cross_encoder",
+    "training_device",
 ]
 
 logger = logging.getLogger(__name__)
@@ -180,8 +180,8 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(default=None, gt=0, description="torch intra-op threads (None: torch default).")
     device: str = Field(
         default="auto",
-        description="torch device to train on: 'auto' (CUDA when torch sees a GPU, else the CPU), 'cpu', 'cuda', "
-        "'cuda:1', ...",
+        description="torch device to train on: 'auto' (CUDA, else Apple MPS, else the CPU, as the scorer "
+        "chooses), 'cpu', 'cuda', 'cuda:1', ...",
     )
     bf16: bool = Field(
         default=False,
@@ -610,24 +610,22 @@ def group_loss(logits: torch.Tensor, config: TrainConfig, teacher: torch.Tensor 
     return loss
 
 
-def resolve_device(name: str, torch: Any) -> Any:
-    """The torch device ``name`` means ('auto': CUDA when torch sees a GPU, else the CPU)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def training_device(name: str, torch: Any) -> Any:
+    """The torch device for ``name``, resolved as the scorer resolves its own ('auto': cuda > mps > cpu;
+    an accelerator torch does not see is a ModelLoadError)."""
+    from rerank_plugins.scoring.loading import resolve_device
+
     try:
-        device = torch.device(name)
+        return torch.device(resolve_device(name))
     except RuntimeError as exc:
         raise ValueError(f"device {name!r} is not a torch device; use 'auto', 'cpu' or 'cuda'") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asks for a GPU, but torch sees none; use device='auto' or 'cpu'")
-    return device
 
 
 def train_cross_encoder(config: TrainConfig) -> Path:
     """Train and return the directory of the best checkpoint (or the last one without dev data)."""
     torch = require("torch", "Training")
     transformers = require("transformers", "Training")
-    device = resolve_device(config.device, torch)
+    device = training_device(config.device, torch)
     if config.threads:
         torch.set_num_threads(config.threads)
     random.seed(config.seed)
