@@ -309,3 +309,25 @@ def test_train_mine_only_writes_the_groups_and_a_later_run_trains_from_them(
     assert code == 0, err
     summary = json.loads((tmp_path / "run" / "data_summary.json").read_text())
     assert summary["groups_file"] == "groups.json.gz"
+
+
+def test_score_pairs_stdout_is_only_the_json_summary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Ray's driver prints cluster warnings to sys.stdout from a background thread; they go to stderr."""
+    import threading
+
+    from rerank_plugins.serving import batch_scoring
+
+    def fake_score_pairs(*args: object, **kwargs: object) -> dict[str, object]:
+        def warn() -> None:  # what ray._private.worker.print_to_stdstream does for a raylet warning
+            print("(raylet) WARNING: 8 PYTHON worker processes have been started", file=sys.stdout)
+
+        thread = threading.Thread(target=warn)
+        thread.start()
+        thread.join()
+        return {"rows_done": 3, "complete": True}
+
+    monkeypatch.setattr(batch_scoring, "score_pairs", fake_score_pairs)
+    code, out, err = run(["score-pairs", str(tmp_path / "p.jsonl"), str(tmp_path / "o")], monkeypatch)
+    assert code == 0
+    assert json.loads(out) == {"rows_done": 3, "complete": True}
+    assert "(raylet) WARNING" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any
@@ -41,19 +42,34 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from rerank_plugins.serving.batch_scoring import score_pairs
 
-    summary = score_pairs(
-        args.input,
-        args.output,
-        config_from_args(args),
-        query_field=args.query_field,
-        passage_field=args.passage_field,
-        actors=args.actors,
-        batch_size=args.batch_size_rows,
-        rows_per_file=args.rows_per_file,
-        max_rows=args.max_rows,
-        output_format=args.format,
-        ray_address=args.ray_address,
-        progress=sys.stderr.isatty(),
-    )
-    print(json.dumps(summary, indent=2))
+    # stdout carries only the JSON summary (scripts parse it). Ray's driver prints cluster warnings
+    # ("(raylet) WARNING: 8 PYTHON worker processes have been started ...") to sys.stdout from a
+    # background thread, even with log_to_driver=False; send them to stderr until Ray is shut down.
+    stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            summary = score_pairs(
+                args.input,
+                args.output,
+                config_from_args(args),
+                query_field=args.query_field,
+                passage_field=args.passage_field,
+                actors=args.actors,
+                batch_size=args.batch_size_rows,
+                rows_per_file=args.rows_per_file,
+                max_rows=args.max_rows,
+                output_format=args.format,
+                ray_address=args.ray_address,
+                progress=sys.stderr.isatty(),
+            )
+        finally:
+            _shutdown_ray()
+    print(json.dumps(summary, indent=2), file=stdout)
     return 0 if summary["complete"] or args.max_rows is not None else 1
+
+
+def _shutdown_ray() -> None:
+    """Stop the driver's Ray threads (they print) before stdout is restored; the command owns its process."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
