@@ -223,3 +223,19 @@ def serve_app(app: Any) -> Iterator[str]:
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny cross-encoder cut to its first layer, as a distilled cascade student is cut from its teacher."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rerank_plugins.training.trainer import keep_layers
+
+    out = tmp_path_factory.mktemp("tiny-student")
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, dtype=torch.float32)
+    keep_layers(model, 1)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
+    return str(out)

@@ -48,6 +48,7 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Scorer]] = {
     "cross-encoder-1-logit": _cross_encoder("tiny_model", batch_size=3, max_length=64),
     "cross-encoder-2-logits": _cross_encoder("tiny_model_2labels", batch_size=2, max_length=64),
     "cross-encoder-raw": _cross_encoder("tiny_model", activation="raw", max_length=128),
+    "cross-encoder-cut-student": _cross_encoder("tiny_student", batch_size=3, max_length=64),
     "cross-encoder-onnx": _cross_encoder("tiny_model", backend="onnx", batch_size=3, max_length=64),
     "cross-encoder-onnx-int8": _cross_encoder("tiny_model", backend="onnx-int8", batch_size=3, max_length=64),
     "monot5": lambda request: MonoT5Scorer(

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from rerank_plugins.cli import bench, calibrate, demo, export, rerank, score_pairs, serve, train
+from rerank_plugins.cli import bench, calibrate, demo, distill, export, rerank, score_pairs, serve, train
 from rerank_plugins.cli import eval as eval_
 from rerank_plugins.cli._common import quiet_frameworks
 from rerank_plugins.errors import RerankPluginsError
@@ -20,7 +20,7 @@ from rerank_plugins.errors import RerankPluginsError
 __all__ = ["build_parser", "main"]
 
 #: Subcommands in the order ``--help`` lists them.
-SUBCOMMANDS = (demo, rerank, eval_, calibrate, export, bench, train, serve, score_pairs)
+SUBCOMMANDS = (demo, rerank, eval_, calibrate, export, bench, train, distill, serve, score_pairs)
 
 
 def build_parser() -> argparse.ArgumentParser:

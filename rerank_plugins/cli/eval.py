@@ -31,6 +31,10 @@ def register(sub: Any) -> None:
     ev.add_argument("--limit", type=int, help="evaluate only the first N queries")
     ev.add_argument("--no-rerank", action="store_true", help="first stages only")
     ev.add_argument(
+        "--dense-model",
+        help="bi-encoder of the dense and hybrid first stages (default all-MiniLM-L6-v2), e.g. one `distill` wrote",
+    )
+    ev.add_argument(
         "--variants",
         nargs="+",
         help="settings files (.toml/.yaml/.json), each a scorer variant compared on the same candidates",
@@ -85,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         first_stage_weight=args.first_stage_weight,
         cascades=cascades,
+        dense_model=args.dense_model,
     )
     print(f"{ds.name}/{ds.split}: {report.queries} queries, depth {report.depth}, reranker: {report.model or 'none'}")
     print(format_table(report.rows, markdown=args.markdown))

