@@ -87,8 +87,9 @@ _D = {
     "candidate and only the best `keep` are scored by the full model; the others follow them in the "
     "cheap pass's order (kept, with rerank_scoring='pruned', no relevance score, the cheap score in "
     "rerank_cascade_score). When the cheap pass is the model itself, a pair it read whole keeps that "
-    "score (it is the full model's). 'auto': 30 for a cross-encoder on a CPU (it pays only for long "
-    "passages), else off. None (or 'off' in a settings file): the full model scores every candidate.",
+    "score (it is the full model's). 'auto': 30 for a cross-encoder on a CPU (with `model` when set, else the "
+    "model itself, which pays only for long passages), else off. None (or 'off' in a settings file): the full "
+    "model scores every candidate.",
     "cascade_max_length": "Token budget of one pair in the cascade's cheap pass (a query keeps at most three quarters "
     "of it).",
     "cascade_model": "Cross-encoder of the cascade's cheap pass. None: the reranking model itself (one copy of the "

@@ -267,7 +267,7 @@ def test_pairs_the_cheap_pass_read_whole_keep_their_exact_score(tiny_model: str)
     assert result.counts.get("pruned", 0) == 5 - len(long_survivors)
 
 
-def test_auto_cascade_runs_for_a_cpu_cross_encoder_on_large_pools_only(tiny_model: str) -> None:
+def test_auto_cascade_runs_for_a_cpu_cross_encoder_on_large_pools_only(tiny_model: str, tiny_student: str) -> None:
     from rerank_plugins.pipeline import AUTO_CASCADE_KEEP
     from rerank_plugins.scoring.factory import get_scorer, resolve_cascade
 
@@ -286,6 +286,13 @@ def test_auto_cascade_runs_for_a_cpu_cross_encoder_on_large_pools_only(tiny_mode
     assert result.scored == AUTO_CASCADE_KEEP
     small = rerank_candidates("bread", items[:AUTO_CASCADE_KEEP], full, cfg)
     assert "pruned" not in small.counts
+    # 'auto' with a cheap model of its own (a distilled student) uses it, whatever the lengths
+    student = cfg.merged(cascade_model=tiny_student, max_length=128)
+    own = resolve_cascade(student, get_scorer(student))
+    assert own is not None
+    assert own.keep == AUTO_CASCADE_KEEP
+    assert own.scorer.config.model == tiny_student  # type: ignore[attr-defined]
+    assert not own.exact
     # off: scorers that are not a local cross-encoder, short max_length, or cascade_keep=None
     assert resolve_cascade(cfg, OverlapScorer()) is None
     assert resolve_cascade(cfg.merged(max_length=128), get_scorer(cfg.merged(max_length=128))) is None

@@ -157,9 +157,10 @@ def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> Scorer:
 def resolve_cascade(config: RerankConfig, scorer: Scorer, pruner: Scorer | None = None) -> Cascade | None:
     """The cascade of a rerank step with these settings and this full scorer, or None when it has none.
 
-    ``cascade_keep="auto"`` turns the cascade on only for a cross-encoder (plain or windowed) on a CPU
-    whose max_length exceeds ``cascade_max_length``; its cheap pass is then that very model reading the
-    first ``cascade_max_length`` tokens of each pair (one copy of the weights). A number takes
+    ``cascade_keep="auto"`` turns the cascade on only for a cross-encoder (plain or windowed) on a CPU:
+    its cheap pass is ``cascade_model`` when one is set, else (when its max_length exceeds
+    ``cascade_max_length``) that very model reading the first ``cascade_max_length`` tokens of each
+    pair (one copy of the weights). A number takes
     ``cascade_model`` (or the model itself) as the cheap pass. ``pruner`` overrides the cheap pass.
     The adapters, the CLI and the server call this once, when they are set up.
     """
@@ -173,16 +174,16 @@ def resolve_cascade(config: RerankConfig, scorer: Scorer, pruner: Scorer | None 
         base = scorer.unwrapped
         if isinstance(base, WindowedScorer):
             base = base.inner.unwrapped
-        usable = (
-            isinstance(base, CrossEncoderScorer)
-            and base.device == "cpu"
-            and config.cascade_model is None
-            and base.config.max_length > config.cascade_max_length
-        )
-        if not usable:
+        if not (isinstance(base, CrossEncoderScorer) and base.device == "cpu"):
             return None
-        assert isinstance(base, CrossEncoderScorer)
-        own = base.config.merged(cascade_max_length=config.cascade_max_length, cascade_keep=None)
+        if config.cascade_model is not None:  # a cheap model of its own (e.g. a distilled student)
+            own = base.config.merged(
+                cascade_model=config.cascade_model, cascade_max_length=config.cascade_max_length, cascade_keep=None
+            )
+        elif base.config.max_length > config.cascade_max_length:
+            own = base.config.merged(cascade_max_length=config.cascade_max_length, cascade_keep=None)
+        else:
+            return None
         pruner = get_scorer(own.cascade_config())
     elif pruner is None:
         pruner = get_scorer(config.cascade_config())
