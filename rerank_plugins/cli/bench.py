@@ -19,6 +19,7 @@ def register(sub: Any) -> None:
         "and speed_quality.png into --output.",
         epilog="examples:\n"
         "  rerank-plugins bench --data ../shared/data --output bench-results\n"
+        "  rerank-plugins bench --data ../shared/data --workloads scifact@20,scifact@30,scifact@50,scifact@100\n"
         "  rerank-plugins bench --data ../shared/data --queries 5 --workloads wikiqa --no-extras \\\n"
         "      --systems 'ours onnx, langchain,langchain CrossEncoderReranker'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -26,7 +27,11 @@ def register(sub: Any) -> None:
     be.add_argument("--data", required=True, help="folder holding scifact/ and wikiqa/ (BEIR layout)")
     be.add_argument("--output", default="bench-results", help="folder for JSON, markdown and plots")
     be.add_argument("--model", help="model id or path (default: the shipped model)")
-    be.add_argument("--workloads", default="scifact,wikiqa", help="comma-separated: scifact, wikiqa")
+    be.add_argument(
+        "--workloads",
+        default="scifact,wikiqa",
+        help="comma-separated: scifact, wikiqa; scifact@N sets that workload's depth (scifact@20,scifact@30,...)",
+    )
     be.add_argument("--queries", type=int, default=20, help="test queries per workload (default 20)")
     be.add_argument("--depth", type=int, default=100, help="hybrid candidates per SciFact query (default 100)")
     be.add_argument("--systems", help="comma-separated subset of systems (default: all)")

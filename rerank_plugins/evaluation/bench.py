@@ -122,12 +122,21 @@ def parse_systems(text: str) -> list[str]:
 
 
 def build_workload(data: Path, kind: str, n_queries: int, depth: int) -> Workload:
-    """SciFact test (hybrid top-``depth``) or WikiQA test (official candidate lists)."""
+    """SciFact test (hybrid top-``depth``) or WikiQA test (official candidate lists).
+
+    ``kind`` may name its own depth, ``scifact@30``: the depths RAG pipelines use (20, 30, 50) are
+    compared with 100 in one run that way.
+    """
     from rerank_plugins.evaluation.datasets import load_beir
     from rerank_plugins.evaluation.harness import first_stage_runs
     from rerank_plugins.evaluation.metrics import ranked_ids
 
-    ds = load_beir(data / kind, "test")
+    folder, _, own_depth = kind.partition("@")
+    if own_depth:
+        if not own_depth.isdigit() or int(own_depth) < 1:
+            raise ValueError(f"workload {kind!r}: the depth after '@' must be a positive number, e.g. scifact@30")
+        depth = int(own_depth)
+    ds = load_beir(data / folder, "test")
     qids = [q for q in ds.queries if any(g > 0 for g in ds.qrels.get(q, {}).values())][:n_queries]
     if ds.candidates:
         cands = {q: [(d, ds.doc_text(d)) for d, _ in ds.candidates[q]] for q in qids}
