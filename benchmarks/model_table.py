@@ -130,6 +130,20 @@ def main() -> None:
     parser.add_argument("--split", choices=["dev", "test"], default="dev")
     parser.add_argument("--only", help="comma-separated dataset folders (default: all of the split's)")
     parser.add_argument("--guard", type=float, action="append", default=[], help="first_stage_weight rows")
+    parser.add_argument(
+        "--cascade",
+        action="append",
+        default=[],
+        metavar="LABEL=MODEL:KEEP[:MAX_LENGTH]",
+        help="a row whose cascade's cheap pass is MODEL (e.g. a distilled student) keeping KEEP candidates for "
+        "the full read; MAX_LENGTH is the cheap pass's token budget (default 128). Repeat to compare.",
+    )
+    parser.add_argument(
+        "--depth",
+        type=int,
+        help="first-stage depth of the collections without candidate lists (default: 30 dev, 100 test)",
+    )
+    parser.add_argument("--full", action="store_true", help="also a row without a cascade (every pair read in full)")
     parser.add_argument("--threads", type=int, help="torch threads")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--markdown", action="store_true", help="only print --out's cells as a Markdown table")
@@ -165,12 +179,23 @@ def main() -> None:
         scorer = CachedScorer(base, path=cache_dir / f"{name}.sqlite", max_entries=None)
         for folder, split, stage, depth, metric, most in rows:
             ds = load(args.data, folder, split, most)
+            depth = args.depth if args.depth and depth else depth
             t = time.perf_counter()
             cascades = {"rerank": RerankConfig()}  # the default cascade (the cache is seen through)
             scorers: dict[str, Any] = {"rerank": scorer}
             for w in args.guard:
                 scorers[f"guard {w}"] = scorer
                 cascades[f"guard {w}"] = RerankConfig(first_stage_weight=w)
+            if args.full:
+                scorers["full"] = scorer
+                cascades["full"] = RerankConfig(cascade={"keep": None})
+            for spec in args.cascade:
+                label, rest = spec.split("=", 1)
+                model, keep, *length = rest.rsplit(":", 2) if rest.count(":") >= 2 else rest.rsplit(":", 1)
+                scorers[label] = scorer
+                cascades[label] = RerankConfig(
+                    cascade={"model": model, "keep": int(keep), "max_length": int(length[0]) if length else 128}
+                )
             report = run_evaluation(
                 ds,
                 scorers,
@@ -182,7 +207,8 @@ def main() -> None:
             )
             seconds = time.perf_counter() - t
             cell = {"queries": report.queries, "seconds": round(seconds, 1), "rows": report.rows, "metric": metric}
-            results["cells"][f"{name} | {folder}/{split}"] = cell
+            suffix = f"@{depth}" if args.depth and depth else ""
+            results["cells"][f"{name} | {folder}/{split}{suffix}"] = cell
             first = report.rows[[r["system"] for r in report.rows].index(stage)][metric]
             ranked = {r["system"]: r[metric] for r in report.rows}
             others = {k: round(v, 4) for k, v in ranked.items() if k != stage}
