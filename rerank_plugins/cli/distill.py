@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +64,14 @@ def _labels_from_groups(args: argparse.Namespace, out: Path) -> Path:
     """Score a groups file's lists with the teacher, here, into OUTPUT/labels.jsonl (kept: a rerun reuses it)."""
     from rerank_plugins.config import RerankConfig
     from rerank_plugins.scoring.factory import get_scorer
-    from rerank_plugins.training.distill import write_pairs
+    from rerank_plugins.training.distill import pair_rows
     from rerank_plugins.training.mining import load_groups
 
     labels = out / "labels.jsonl"
     if labels.is_file():
         logger.info("reusing the teacher's labels in %s (delete it to score again)", labels)
         return labels
-    groups = _sample(load_groups(args.data)[0], args.groups, args.seed)
-    pairs = out / "pairs.jsonl"
-    write_pairs(groups, pairs)
-    rows = [json.loads(line) for line in pairs.read_text(encoding="utf-8").splitlines()]
+    rows = pair_rows(_sample(load_groups(args.data)[0], args.groups, args.seed))
     scorer = get_scorer(RerankConfig.resolve(model=args.teacher, activation="raw"))
     scores = scorer.score([(r["query"], r["passage"]) for r in rows])
     tmp = labels.with_suffix(".partial")
@@ -83,7 +79,6 @@ def _labels_from_groups(args: argparse.Namespace, out: Path) -> Path:
         for row, score in zip(rows, scores, strict=True):
             fh.write(json.dumps({**row, "score": score}, ensure_ascii=False) + "\n")
     tmp.replace(labels)
-    pairs.unlink()
     return labels
 
 
@@ -146,5 +141,5 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         path = train_cross_encoder(config)
-    print(f"student written to {path}", file=sys.stdout)
+    print(f"student written to {path}")
     return 0

@@ -47,6 +47,7 @@ __all__ = [
     "distill_bi_encoder",
     "in_batch_loss",
     "margin_mse",
+    "pair_rows",
     "read_labels",
     "write_pairs",
 ]
@@ -64,29 +65,31 @@ class LabelledGroup:
     source: str
 
 
-def write_pairs(groups: Sequence[TrainingGroup], path: Path | str) -> int:
-    """Write one JSONL row per (group, candidate): query, passage, group, slot (0 = positive), label, source.
+def pair_rows(groups: Sequence[TrainingGroup]) -> list[dict[str, Any]]:
+    """One row per (group, candidate): query, passage, group, slot (0 = positive), label, source."""
+    return [
+        {
+            "query": group.query,
+            "passage": passage,
+            "group": g,
+            "slot": slot,
+            "label": int(slot == 0),
+            "source": group.source,
+        }
+        for g, group in enumerate(groups)
+        for slot, passage in enumerate((group.positive, *group.negatives))
+    ]
 
-    Returns the number of rows. The file is the input of ``rerank-plugins score-pairs``.
-    """
+
+def write_pairs(groups: Sequence[TrainingGroup], path: Path | str) -> int:
+    """Write :func:`pair_rows` as JSONL, the input of ``rerank-plugins score-pairs``; returns the row count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = 0
+    rows = pair_rows(groups)
     with path.open("w", encoding="utf-8") as fh:
-        for g, group in enumerate(groups):
-            for slot, passage in enumerate((group.positive, *group.negatives)):
-                row = {
-                    "query": group.query,
-                    "passage": passage,
-                    "group": g,
-                    "slot": slot,
-                    "label": int(slot == 0),
-                    "source": group.source,
-                }
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                rows += 1
-    logger.info("wrote %d pairs of %d groups to %s", rows, len(groups), path)
-    return rows
+        fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    logger.info("wrote %d pairs of %d groups to %s", len(rows), len(groups), path)
+    return len(rows)
 
 
 def read_labels(scored: Path | str | Iterable[dict[str, Any]]) -> list[LabelledGroup]:
