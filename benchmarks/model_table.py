@@ -145,6 +145,12 @@ def main() -> None:
     )
     parser.add_argument("--full", action="store_true", help="also a row without a cascade (every pair read in full)")
     parser.add_argument("--threads", type=int, help="torch threads")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        help="the model's backend (e.g. onnx-int8; default auto); the default cascade's cheap pass, the model "
+        "itself at 128 tokens, runs on it too",
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--markdown", action="store_true", help="only print --out's cells as a Markdown table")
     args = parser.parse_args()
@@ -175,7 +181,7 @@ def main() -> None:
     cache_dir = args.out.with_suffix(".cache")
     for spec in args.model:
         name, path = spec.split("=", 1)
-        base = get_scorer(RerankConfig(scorer={"model": path}))
+        base = get_scorer(RerankConfig(scorer={"model": path, "backend": args.backend}))
         scorer = CachedScorer(base, path=cache_dir / f"{name}.sqlite", max_entries=None)
         for folder, split, stage, depth, metric, most in rows:
             ds = load(args.data, folder, split, most)

@@ -76,8 +76,10 @@ _D = {
     "Off by default: only safetensors weights load.",
     "backend": "How the cross-encoder runs. 'torch'; 'onnx' (ONNX Runtime, fp32, CPU; the model is exported once and "
     "cached on disk); 'onnx-int8' (the same with int8 dynamically quantized weights: faster; scores differ "
-    "slightly from fp32 and by ~1e-4 with the batch a pair is in). 'auto': 'onnx' on CPU when onnxruntime "
-    "is installed, else 'torch'.",
+    "slightly from fp32 and by ~1e-4 with the batch a pair is in); 'onnx-int8-ffn' (int8 for the feed-forward "
+    "layers only, attention in fp32: between the two in speed and in how far scores move). 'auto': on a CPU with "
+    "onnxruntime installed, the backend the model's folder names in rerank_backend.json (the shipped model: "
+    "'onnx-int8', checked against fp32 on dev data), else 'onnx'; 'torch' on a GPU or without onnxruntime.",
     "batch_size": "At most this many pairs per forward pass.",
     "cache_entries": "Keep the scores of this many recent (query, passage) pairs in memory, so repeated queries and "
     "overlapping candidate sets are not scored again (0: no cache).",
@@ -204,7 +206,9 @@ class CrossEncoderSettings(_LocalModel):
     """A cross-encoder (the default scorer), reading long passages in windows unless ``windows`` is None."""
 
     kind: Literal["cross-encoder"] = "cross-encoder"
-    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(default="auto", description=_D["backend"])
+    backend: Literal["auto", "torch", "onnx", "onnx-int8", "onnx-int8-ffn"] = Field(
+        default="auto", description=_D["backend"]
+    )
     onnx_cache_dir: str | None = Field(default=None, description=_D["onnx_cache_dir"])
     max_batch_tokens: int | Literal["auto"] | None = Field(default="auto", description=_D["max_batch_tokens"])
     windows: WindowSettings | None = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import sys
@@ -16,8 +17,8 @@ from rerank_plugins import RerankConfig
 from rerank_plugins.errors import MissingExtraError, ModelLoadError
 from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 from rerank_plugins.scoring.factory import clear_model_cache
-from rerank_plugins.scoring.loading import resolve_backend
-from rerank_plugins.scoring.onnx_backend import export_dir_for
+from rerank_plugins.scoring.loading import BACKEND_FILE, resolve_backend
+from rerank_plugins.scoring.onnx_backend import export_dir_for, ffn_matmuls
 from tests.test_scorer_contract import PAIRS
 
 
@@ -82,6 +83,49 @@ def test_unwritable_cache_is_bypassed_with_a_warning(
     scorer = _scorer(tiny_model, blocker / "cache", backend="onnx")
     assert len(scorer.score(PAIRS)) == len(PAIRS)
     assert any("not writable" in r.getMessage() for r in caplog.records)
+
+
+def test_int8_ffn_quantizes_the_feed_forward_layers_only(tiny_model: str, tmp_path: Path) -> None:
+    import onnx
+
+    fp32 = _scorer(tiny_model, tmp_path, backend="onnx", activation="raw").score(PAIRS)
+    ffn = _scorer(tiny_model, tmp_path, backend="onnx-int8-ffn", activation="raw")
+    assert ffn.backend == "onnx-int8-ffn"
+    scores = ffn.score(PAIRS)
+    export = export_dir_for(Path(tiny_model), tmp_path)
+    assert (export / "model-int8-ffn.onnx").is_file()
+    assert not (export / "model-int8.onnx").exists()  # its own file: the full int8 export is a different model
+    graph = onnx.load(str(export / "model-int8-ffn.onnx")).graph
+    fp32_graph = onnx.load(str(export / "model.onnx")).graph
+    layers = sum(1 for n in fp32_graph.node if n.name.endswith("/intermediate/dense/MatMul"))
+    assert layers >= 1
+    assert len(ffn_matmuls(fp32_graph)) == 2 * layers  # intermediate and output dense of every layer
+    quantized = [n.name for n in graph.node if n.op_type == "MatMulInteger"]
+    assert len(quantized) == 2 * layers
+    assert all("/attention/" not in name for name in quantized)
+    still_fp32 = [n.name for n in graph.node if n.op_type == "MatMul" and "/attention/self/query/" in n.name]
+    assert len(still_fp32) == layers  # the attention projections were left in fp32
+    assert scores != fp32
+    assert scores == pytest.approx(fp32, abs=0.1)
+
+
+def test_ffn_matmuls_finds_nothing_in_a_graph_without_bert_feed_forward_names() -> None:
+    from onnx import TensorProto, helper
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [2, 2], [1.0, 0.0, 0.0, 1.0])
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="/decoder/block.0/mlp/MatMul")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [weight],
+    )
+    assert ffn_matmuls(graph) == []
+    attention = helper.make_node("MatMul", ["x", "w"], ["z"], name="/l.0/attention/output/dense/MatMul")
+    ffn = helper.make_node("MatMul", ["x", "w"], ["v"], name="/l.0/output/dense/MatMul")
+    graph.node.extend([attention, ffn])
+    assert ffn_matmuls(graph) == ["/l.0/output/dense/MatMul"]
 
 
 @pytest.mark.slow
@@ -155,3 +199,44 @@ def test_export_falls_back_to_the_dynamo_exporter(
     messages = [r.getMessage() for r in caplog.records]
     assert any("using the dynamo exporter" in m for m in messages)
     assert any("(dynamo exporter)" in m for m in messages)
+
+
+def test_int8_ffn_on_a_graph_without_feed_forward_names_says_what_to_use(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("rerank_plugins.scoring.onnx_backend.ffn_matmuls", lambda graph: [])
+    with pytest.raises(ModelLoadError, match=r"backend='onnx-int8'"):
+        _scorer(tiny_model, tmp_path, backend="onnx-int8-ffn")
+    assert not (export_dir_for(Path(tiny_model), tmp_path) / "model-int8-ffn.onnx").exists()
+
+
+@pytest.mark.auto_backend
+def test_auto_runs_the_backend_the_model_folder_names(tiny_model: str, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    assert resolve_backend("auto", "cpu", model) == "onnx"  # no file: fp32 ONNX
+    (model / BACKEND_FILE).write_text(json.dumps({"cpu_backend": "onnx-int8", "chosen_on": "a test"}))
+    assert resolve_backend("auto", "cpu", model) == "onnx-int8"
+    assert resolve_backend("auto", "cuda", model) == "torch"  # a CPU choice only
+    assert resolve_backend("onnx", "cpu", model) == "onnx"  # an explicit backend wins
+    assert resolve_backend("auto", "cpu", tmp_path / "not-a-folder") == "onnx"  # e.g. a Hub id
+    auto = _scorer(str(model), tmp_path / "cache", backend="auto", activation="raw")
+    assert auto.backend == "onnx-int8"
+    assert (export_dir_for(model, tmp_path / "cache") / "model-int8.onnx").is_file()
+
+
+@pytest.mark.auto_backend
+def test_a_broken_backend_file_names_itself(tiny_model: str, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    (model / BACKEND_FILE).write_text(json.dumps({"cpu_backend": "int4"}))
+    with pytest.raises(ModelLoadError, match=r"rerank_backend\.json is not a valid backend file.*int4"):
+        _scorer(str(model), tmp_path / "cache", backend="auto")
+
+
+def test_int8_scores_have_their_own_cache_key(tiny_model: str, tmp_path: Path) -> None:
+    fp32 = _scorer(tiny_model, tmp_path, backend="torch").fingerprint
+    assert _scorer(tiny_model, tmp_path, backend="onnx").fingerprint == fp32  # equal within 1e-4: shared
+    int8 = _scorer(tiny_model, tmp_path, backend="onnx-int8").fingerprint
+    ffn = _scorer(tiny_model, tmp_path, backend="onnx-int8-ffn").fingerprint
+    assert len({fp32, int8, ffn}) == 3

@@ -51,6 +51,7 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Scorer]] = {
     "cross-encoder-cut-student": _cross_encoder("tiny_student", batch_size=3, max_length=64),
     "cross-encoder-onnx": _cross_encoder("tiny_model", backend="onnx", batch_size=3, max_length=64),
     "cross-encoder-onnx-int8": _cross_encoder("tiny_model", backend="onnx-int8", batch_size=3, max_length=64),
+    "cross-encoder-onnx-int8-ffn": _cross_encoder("tiny_model", backend="onnx-int8-ffn", batch_size=3, max_length=64),
     "monot5": lambda request: MonoT5Scorer(
         RerankConfig(model=request.getfixturevalue("tiny_t5"), device="cpu", max_length=48)
     ),
@@ -89,7 +90,7 @@ def test_order_follows_input_under_permutation(scorer: Scorer) -> None:
 
 #: int8 dynamic quantization computes activation scales per batch tensor, so a score moves a
 #: little with the batch it is in (documented on RerankConfig.backend); everything else is exact.
-BATCH_TOLERANCE = {"cross-encoder-onnx-int8": 1e-3}
+BATCH_TOLERANCE = {"cross-encoder-onnx-int8": 1e-3, "cross-encoder-onnx-int8-ffn": 1e-3}
 
 
 def test_batch_size_invariance(scorer: Scorer, request: pytest.FixtureRequest) -> None:

@@ -167,11 +167,11 @@ def _load(name: str, device: str, dtype: str, backend: str, config: RerankConfig
             local_files(name, is_local),
             model,
             ce.tokenizer,
-            quantize=backend == "onnx-int8",
+            quantize={"onnx-int8": "all", "onnx-int8-ffn": "ffn"}.get(backend),
             cache_dir=cache,
             threads=config.threads,
         )
-        dtype = "int8" if runner.quantize else "float32"
+        dtype = {"all": "int8", "ffn": "int8-ffn"}.get(runner.quantize or "", "float32")
         ce = model = None  # the session holds its own copy of the weights; free the torch one
     logger.info("loaded cross-encoder %s on %s (%s, %s, %d label(s))", name, device, backend, dtype, num_labels)
     return _LoadedModel(name, device, dtype, ce, model, tokenizer, num_labels, threading.Lock(), torch, backend, runner)
@@ -180,7 +180,7 @@ def _load(name: str, device: str, dtype: str, backend: str, config: RerankConfig
 def _shared_model(config: RerankConfig) -> _LoadedModel:
     name = resolve_model(config.model)
     device = resolve_device(config.device)
-    backend = resolve_backend(config.backend, device)
+    backend = resolve_backend(config.backend, device, Path(name))
     dtype = resolve_dtype(config.dtype, device) if backend == "torch" else "float32"
     key = (
         model_identity(name),
@@ -247,8 +247,14 @@ class CrossEncoderScorer(Scorer):
 
     @property
     def fingerprint(self) -> str:
-        """The model files' identity and every setting that changes a score (a cache key part)."""
-        return f"{model_identity(self.name)}|{self.config.max_length}|{self._logit_mapping}"
+        """The model files' identity and every setting that changes a score (a cache key part).
+
+        Reduced precision (int8 weights, half-precision floats) is part of it: those scores differ from fp32's,
+        which torch and ONNX Runtime share (equal within 1e-4).
+        """
+        dtype = self._loaded.dtype
+        precision = "" if dtype == "float32" else f"|{dtype}"
+        return f"{model_identity(self.name)}|{self.config.max_length}|{self._logit_mapping}{precision}"
 
     @property
     def score_kind(self) -> str:
@@ -311,7 +317,7 @@ class CrossEncoderScorer(Scorer):
 
     @property
     def backend(self) -> str:
-        """'torch', 'onnx' or 'onnx-int8' (what 'auto' resolved to)."""
+        """'torch', 'onnx', 'onnx-int8' or 'onnx-int8-ffn' (what 'auto' resolved to)."""
         return self._loaded.backend
 
     @property

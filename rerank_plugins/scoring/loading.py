@@ -18,10 +18,12 @@ from rerank_plugins._extras import require
 from rerank_plugins.errors import ModelLoadError, RerankInputError
 
 __all__ = [
+    "BACKEND_FILE",
     "GUARD_FILE",
     "FittedQuery",
     "PassageLayout",
     "fit_query",
+    "load_backend_choice",
     "load_guard",
     "local_files",
     "refused_pickle_hint",
@@ -76,12 +78,43 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_backend(backend: str, device: str) -> str:
-    """Map ``"auto"`` to ``"onnx"`` on CPU when ONNX Runtime is installed, else ``"torch"``."""
+#: A model folder's own CPU backend for ``backend="auto"``: ``{"cpu_backend": "onnx-int8", "chosen_on": "..."}``,
+#: written only where that backend was checked against fp32 on dev data (the shipped model).
+BACKEND_FILE = "rerank_backend.json"
+_CPU_BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-ffn")
+
+
+def load_backend_choice(directory: Path) -> str | None:
+    """The CPU backend a model folder recommends (its ``rerank_backend.json``), else None.
+
+    Raises:
+        ModelLoadError: when the file exists but does not name one of the CPU backends.
+    """
+    path = directory / BACKEND_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))["cpu_backend"]
+        if value not in _CPU_BACKENDS:
+            raise ValueError(f"cpu_backend={value!r} is not one of {', '.join(_CPU_BACKENDS)}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{path} is not a valid backend file ({exc}); fix or delete it") from exc
+    return str(value)
+
+
+def resolve_backend(backend: str, device: str, model_dir: Path | None = None) -> str:
+    """Map ``"auto"`` to the CPU backend of the model's folder or ``"onnx"``, on a CPU with ONNX Runtime; else torch.
+
+    ``model_dir``: the model's local folder; its ``rerank_backend.json`` (:func:`load_backend_choice`) names
+    the backend checked for that model (the shipped model's: int8). Other models run fp32 ONNX.
+    """
     from rerank_plugins.scoring.onnx_backend import onnxruntime_available
 
     if backend == "auto":
-        return "onnx" if device == "cpu" and onnxruntime_available() else "torch"
+        if device != "cpu" or not onnxruntime_available():
+            return "torch"
+        chosen = load_backend_choice(model_dir) if model_dir is not None and model_dir.is_dir() else None
+        return chosen or "onnx"
     if backend.startswith("onnx") and device != "cpu":
         raise ModelLoadError(f"backend={backend!r} runs on the CPU only; use device='cpu' or backend='torch'")
     return backend

@@ -134,7 +134,7 @@ class WindowedScorer(Scorer):
 
     @property
     def backend(self) -> str:
-        """The inner cross-encoder's backend ('torch', 'onnx' or 'onnx-int8')."""
+        """The inner cross-encoder's backend ('torch', 'onnx', 'onnx-int8' or 'onnx-int8-ffn')."""
         return self.inner.backend
 
     @property
