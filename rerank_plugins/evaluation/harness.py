@@ -37,7 +37,7 @@ from rerank_plugins.scoring.cache import CachedScorer
 from rerank_plugins.scoring.cascade import Cascade
 from rerank_plugins.scoring.factory import resolve_cascade
 
-__all__ = ["EvalReport", "default_metrics", "first_stage_runs", "format_table", "run_evaluation"]
+__all__ = ["EvalReport", "default_metrics", "first_stage_runs", "format_table", "hybrid_run", "run_evaluation"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,14 +110,22 @@ def first_stage_runs(
             runs["dense"] = {q: {texts_ids[i]: s for i, s in h} for q, h in zip(qids, nearest, strict=True)}
             cost["dense"] = (time.perf_counter() - t) / max(1, len(qids))
     if "hybrid" in wanted:
-        runs["hybrid"] = {}
-        for q in qids:
-            fused = reciprocal_rank_fusion(
-                {"bm25": ranked_ids(runs["bm25"][q])[:depth], "dense": ranked_ids(runs["dense"][q])[:depth]}
-            )
-            runs["hybrid"][q] = dict(fused[:depth])
+        runs["hybrid"] = hybrid_run(runs["bm25"], runs["dense"], qids, depth)
         cost["hybrid"] = cost["bm25"] + cost["dense"]
     return {s: runs[s] for s in stages if s in runs}, cost
+
+
+def hybrid_run(bm25: Run, dense: Run, qids: Sequence[str], depth: int) -> Run:
+    """The hybrid first stage: reciprocal rank fusion of the BM25 and dense top-``depth`` of each query.
+
+    The runs may be deeper than ``depth`` (only their first ``depth`` count), so one deep pair of runs
+    serves several depths.
+    """
+    out: Run = {}
+    for q in qids:
+        fused = reciprocal_rank_fusion({"bm25": ranked_ids(bm25[q])[:depth], "dense": ranked_ids(dense[q])[:depth]})
+        out[q] = dict(fused[:depth])
+    return out
 
 
 @dataclass
