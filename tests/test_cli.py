@@ -271,12 +271,15 @@ def test_export_command(tiny_model: str, tmp_path: Path, monkeypatch: pytest.Mon
 
 
 @pytest.mark.slow
+@pytest.mark.auto_backend
 def test_demo_runs_with_no_arguments_on_the_shipped_model(monkeypatch: pytest.MonkeyPatch) -> None:
     from rerank_plugins import default_model_path
+    from rerank_plugins.scoring.onnx_backend import onnxruntime_available
 
     code, out, err = run(["demo"], monkeypatch)
     assert code == 0, err
-    assert f"cross-encoder: {default_model_path()}" in out
+    backend = "onnx-int8" if onnxruntime_available() else "torch"  # the shipped model's CPU backend
+    assert f"cross-encoder: {default_model_path()} ({backend})" in out
     assert "LangChain" in out
 
 

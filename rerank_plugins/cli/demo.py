@@ -75,7 +75,8 @@ def run_demo(config: RerankConfig, *, top_k: int = 3, candidates: int = 10, out:
         f"rerank-plugins demo: {len(corpus)} passages, {len(questions)} questions, "
         f"{candidates} hybrid (BM25 + all-MiniLM-L6-v2, RRF) candidates -> top {top_k}\n"
     )
-    out.write(f"cross-encoder: {compressor.scorer.name}\n")
+    backend = getattr(compressor.scorer, "backend", None)  # what backend="auto" chose (int8 for the shipped model)
+    out.write(f"cross-encoder: {compressor.scorer.name}{f' ({backend})' if backend else ''}\n")
     out.write(f"loaded in {load_s:.1f} s; one shared scorer for both adapters: {shared}\n")
     out.write("'*' marks the passage that answers the question\n\n")
 
