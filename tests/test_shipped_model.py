@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rerank_plugins import RerankConfig, default_model_path
@@ -114,3 +116,34 @@ def test_the_shipped_model_ranks_the_answer_to_a_long_need_first() -> None:
     scorer = CrossEncoderScorer(str(default_model_path()), device="cpu")
     saturn, yeast = scorer.score([(_LONG_NEED, text) for _, text in _BREAD_DOCS])
     assert yeast > saturn
+
+
+def test_shipped_model_names_int8_as_its_cpu_backend() -> None:
+    from rerank_plugins.scoring.loading import load_backend_choice
+
+    assert load_backend_choice(default_model_path()) == "onnx-int8"  # checked against fp32 on dev data
+
+
+@pytest.mark.slow
+@pytest.mark.auto_backend
+def test_the_default_on_a_cpu_runs_the_shipped_model_in_int8_and_still_separates_the_clear_cases(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("onnxruntime")
+    from rerank_plugins.scoring.factory import get_scorer
+    from rerank_plugins.scoring.windowed import WindowedScorer
+
+    int8 = get_scorer(RerankConfig(device="cpu", onnx_cache_dir=str(tmp_path)))
+    assert isinstance(int8, WindowedScorer)
+    assert int8.backend == "onnx-int8"
+    fp32 = get_scorer(RerankConfig(device="cpu", backend="torch"))
+    query = "What disease is caused by a lack of vitamin C?"
+    pairs = [
+        (query, "Scurvy is caused by a long-term lack of vitamin C and leads to bleeding gums."),
+        (query, "Vitamin C helps the body make collagen and absorb iron; citrus fruits are good sources."),
+        (query, "Saturn has the most extensive ring system of any planet, made mostly of ice."),
+    ]
+    relevant, near, unrelated = int8.score(pairs)
+    assert relevant > near > unrelated
+    assert relevant > 0.5 > unrelated  # the calibration fitted on fp32 logits still holds
+    assert int8.score(pairs) == pytest.approx(fp32.score(pairs), abs=0.05)
