@@ -151,6 +151,12 @@ def main() -> None:
         help="the model's backend (e.g. onnx-int8; default auto); the default cascade's cheap pass, the model "
         "itself at 128 tokens, runs on it too",
     )
+    parser.add_argument(
+        "--window-stride",
+        type=int,
+        help="tokens between window starts of the windowed read (default: half a window; a value of at "
+        "least max_length gives windows that do not overlap)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--markdown", action="store_true", help="only print --out's cells as a Markdown table")
     args = parser.parse_args()
@@ -181,7 +187,10 @@ def main() -> None:
     cache_dir = args.out.with_suffix(".cache")
     for spec in args.model:
         name, path = spec.split("=", 1)
-        base = get_scorer(RerankConfig(scorer={"model": path, "backend": args.backend}))
+        section: dict[str, Any] = {"model": path, "backend": args.backend}
+        if args.window_stride:
+            section["windows"] = {"stride": args.window_stride}
+        base = get_scorer(RerankConfig(scorer=section))
         scorer = CachedScorer(base, path=cache_dir / f"{name}.sqlite", max_entries=None)
         for folder, split, stage, depth, metric, most in rows:
             ds = load(args.data, folder, split, most)
