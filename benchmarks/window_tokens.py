@@ -40,7 +40,7 @@ def main() -> None:
     claims, docs = sorted(ds.queries), sorted(ds.corpus)
     pairs = [(ds.queries[rng.choice(claims)], ds.doc_text(rng.choice(docs))) for _ in range(args.pairs)]
     # the default's inner cross-encoder (256 tokens per pair), torch: only its tokenizer and layout are used
-    scorer = CrossEncoderScorer(None, config=RerankConfig(device="cpu", backend="torch"))
+    scorer = CrossEncoderScorer(None, config=RerankConfig(scorer={"device": "cpu", "backend": "torch"}))
     layout = scorer.layout(pairs)
     rows: dict[str, float] = {}
     truncated = 0
