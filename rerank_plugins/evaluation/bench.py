@@ -658,7 +658,8 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _plot(report: dict[str, Any], out_dir: Path) -> None:
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend, or None (with a warning) when it is not installed."""
     try:
         import matplotlib
 
@@ -666,6 +667,13 @@ def _plot(report: dict[str, Any], out_dir: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         logger.warning("matplotlib is not installed; no plots (pip install matplotlib)")
+        return None
+    return plt
+
+
+def _plot(report: dict[str, Any], out_dir: Path) -> None:
+    plt = _pyplot()
+    if plt is None:
         return
     curves = report["curves"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -722,15 +730,8 @@ def depth_series(report: dict[str, Any]) -> dict[str, dict[str, list[tuple[int, 
 def _plot_depths(report: dict[str, Any], out_dir: Path) -> None:
     """``depths.png``: p50 latency against the number of candidates, one line per system."""
     series = depth_series(report)
-    if not series:
-        return
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib is not installed; no plots (pip install matplotlib)")
+    plt = _pyplot() if series else None
+    if plt is None:
         return
     fig, axes = plt.subplots(1, len(series), figsize=(8 * len(series), 4.8), squeeze=False)
     for ax, (folder, systems) in zip(axes[0], series.items(), strict=True):

@@ -159,7 +159,7 @@ def _load(name: str, device: str, dtype: str, backend: str, config: RerankConfig
         torch.set_num_threads(config.threads)
     runner, tokenizer = None, ce.tokenizer
     if backend.startswith("onnx"):
-        from rerank_plugins.scoring.onnx_backend import OnnxRunner
+        from rerank_plugins.scoring.onnx_backend import BACKEND_QUANTIZE, OnnxRunner
 
         cache = Path(config.onnx_cache_dir).expanduser() if config.onnx_cache_dir else None
         runner = OnnxRunner(
@@ -167,11 +167,11 @@ def _load(name: str, device: str, dtype: str, backend: str, config: RerankConfig
             local_files(name, is_local),
             model,
             ce.tokenizer,
-            quantize={"onnx-int8": "all", "onnx-int8-ffn": "ffn"}.get(backend),
+            quantize=BACKEND_QUANTIZE[backend],
             cache_dir=cache,
             threads=config.threads,
         )
-        dtype = {"all": "int8", "ffn": "int8-ffn"}.get(runner.quantize or "", "float32")
+        dtype = backend.removeprefix("onnx-") if runner.quantize else "float32"
         ce = model = None  # the session holds its own copy of the weights; free the torch one
     logger.info("loaded cross-encoder %s on %s (%s, %s, %d label(s))", name, device, backend, dtype, num_labels)
     return _LoadedModel(name, device, dtype, ce, model, tokenizer, num_labels, threading.Lock(), torch, backend, runner)

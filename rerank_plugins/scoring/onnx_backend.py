@@ -45,6 +45,8 @@ _WEIGHT_FILES = ("config.json", "*.safetensors", "*.bin")
 
 #: What ``quantize`` names -> the export's file name (None: fp32).
 QUANTIZE_FILES = {None: "model.onnx", "all": "model-int8.onnx", "ffn": "model-int8-ffn.onnx"}
+#: An ONNX backend -> its ``quantize`` (the weights' dtype label is the backend's name less ``onnx-``).
+BACKEND_QUANTIZE = {"onnx": None, "onnx-int8": "all", "onnx-int8-ffn": "ffn"}
 
 # A BERT-style feed-forward MatMul: ``.../layer.N/intermediate/dense/MatMul`` and ``.../layer.N/output/dense/MatMul``
 # (``.../attention/output/dense`` is the attention's output projection, not the feed-forward block).
