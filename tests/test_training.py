@@ -15,7 +15,7 @@ from rerank_plugins.evaluation.datasets import load_beir
 from rerank_plugins.evaluation.metrics import evaluate
 from rerank_plugins.scoring.base import ScoredPairs
 from rerank_plugins.training.mining import mine_from_candidates, mine_from_retriever
-from tests.conftest import OverlapScorer
+from tests.conftest import SHARED_DATA, OverlapScorer, needs_shared_data
 
 if TYPE_CHECKING:
     from rerank_plugins.training.trainer import TrainConfig
@@ -329,6 +329,27 @@ def test_eval_cli_passes_first_stage_weight(tmp_path: Path, monkeypatch: pytest.
         assert main([*args, weight, "--output", str(out)]) == 0
         maps.append(json.loads(out.read_text())["rows"][-1]["map"])
     assert maps == pytest.approx([0.5, 1.0])
+
+
+@needs_shared_data
+def test_model_table_splits_scifact_train_into_the_held_out_claims_and_the_rest() -> None:
+    import importlib.util
+    import sys
+
+    path = Path(__file__).parents[1] / "benchmarks" / "model_table.py"
+    spec = importlib.util.spec_from_file_location("model_table", path)
+    assert spec is not None
+    assert spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    sys.modules["model_table"] = script  # dataclasses in the script look their module up
+    spec.loader.exec_module(script)
+    held = script.load(SHARED_DATA, "scifact", "train-holdout", None)
+    rest = script.load(SHARED_DATA, "scifact", "train-rest", None)
+    train = load_beir(SHARED_DATA / "scifact", "train")
+    assert len(held.qrels) == 100
+    assert not set(held.queries) & set(rest.queries)  # the rest never includes a held-out claim
+    assert set(held.qrels) | set(rest.qrels) == {q for q in train.qrels if q in train.queries}
+    assert rest.corpus is train.corpus or len(rest.corpus) == len(train.corpus)
 
 
 def test_holdout_script_picks_the_claims_the_trainer_held_out(tmp_path: Path) -> None:
