@@ -162,7 +162,9 @@ _D = {
     "window_limit": "Most windows read per passage, so one huge passage cannot stall a query: the text after the last "
     "is cut and flagged (rerank_dropped_tokens). 16 windows of the default 256 tokens cover about "
     "1,900 passage tokens. None: no limit.",
-    "window_stride": "Tokens between window starts (None: half a window).",
+    "window_stride": "Tokens between window starts (None: half a window). A stride of at least the window "
+    "reads every token once (0.69x the tokens per SciFact abstract, 0.74-0.91x the time per query) but "
+    "ranked SciFact dev claims lower (docs/benchmarks.md).",
     "window_tokens": "Passage tokens per window (None: as many as fit next to the query).",
 }
 

@@ -63,6 +63,27 @@ def test_long_passages_are_windowed_and_reported(tiny_model: str) -> None:
     assert detailed.scores[1] == pytest.approx(max(inner.score([("why bread rises", w) for w in windows])), abs=1e-6)
 
 
+def test_default_windows_overlap_by_half_and_a_full_stride_reads_each_token_once(tiny_model: str) -> None:
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+
+    inner, seen = _spied_inner(tiny_model, max_length=32)
+    long_text = "bread rises because yeast makes gas " * 10
+    tok = CrossEncoderScorer(tiny_model, config=CPU, max_length=32)._loaded.tokenizer
+    offsets = tok(long_text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+
+    def texts(stride: int) -> list[str]:
+        return [long_text[offsets[a][0] : offsets[b - 1][1]] for a, b in split_windows(len(offsets), 10, stride)]
+
+    default = WindowedScorer(inner, window=10).score_detailed([("why bread rises", long_text)])
+    assert seen == texts(5)  # None: half a window apart
+    seen.clear()
+    once = WindowedScorer(inner, window=10, stride=10).score_detailed([("why bread rises", long_text)])
+    assert seen == texts(10)  # one window apart: every token read once, in fewer windows
+    assert once.notes[0].windows == -(-len(offsets) // 10) < default.notes[0].windows
+    # the two read different text, so they never share score-cache entries
+    assert WindowedScorer(inner, window=10).fingerprint != WindowedScorer(inner, window=10, stride=10).fingerprint
+
+
 def _spied_inner(tiny_model: str, max_length: int) -> tuple[Any, list[str]]:
     """A real cross-encoder that records every passage (window) it is asked to score."""
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
