@@ -33,7 +33,7 @@ def main() -> None:
     from rerank_plugins import RerankConfig
     from rerank_plugins.evaluation.datasets import load_beir
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
-    from rerank_plugins.scoring.windowed import split_windows
+    from rerank_plugins.scoring.windowed import WindowedScorer
 
     ds = load_beir(args.data, "train")
     rng = random.Random(args.seed)
@@ -44,13 +44,18 @@ def main() -> None:
     layout = scorer.layout(pairs)
     rows: dict[str, float] = {}
     truncated = 0
-    windows: dict[str, int] = {"half a window (default)": 0, "no overlap": 0}
+    limit = RerankConfig().window_limit
+    readers = {  # the default's windows, and windows one window apart (a stride of max_length is at least that)
+        "half a window (default)": WindowedScorer(scorer, limit=limit),
+        "no overlap": WindowedScorer(scorer, stride=scorer.config.max_length, limit=limit),
+    }
+    windows = dict.fromkeys(readers, 0)
     for (q, _), offsets in zip(pairs, layout.offsets, strict=True):
         q_len = layout.queries[q][1]
         truncated += min(512, layout.special_tokens + q_len + len(offsets))
         room = layout.budget - layout.special_tokens - q_len
-        for name, stride in (("half a window (default)", max(1, room // 2)), ("no overlap", room)):
-            spans = split_windows(len(offsets), room, stride)[:16]
+        for name, reader in readers.items():
+            spans = reader.spans(len(offsets), room)
             windows[name] += sum(layout.special_tokens + q_len + (end - start) for start, end in spans)
     rows["one read truncated at 512 (the peers)"] = truncated / len(pairs)
     for name, total in windows.items():

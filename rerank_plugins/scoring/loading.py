@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from rerank_plugins._extras import require
 from rerank_plugins.errors import ModelLoadError, RerankInputError
+from rerank_plugins.scoring.onnx_backend import BACKEND_QUANTIZE
 
 __all__ = [
     "BACKEND_FILE",
@@ -81,7 +82,7 @@ def resolve_device(device: str) -> str:
 #: A model folder's own CPU backend for ``backend="auto"``: ``{"cpu_backend": "onnx-int8", "chosen_on": "..."}``,
 #: written only where that backend was checked against fp32 on dev data (the shipped model).
 BACKEND_FILE = "rerank_backend.json"
-_CPU_BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-ffn")
+_CPU_BACKENDS = ("torch", *BACKEND_QUANTIZE)
 
 
 def load_backend_choice(directory: Path) -> str | None:

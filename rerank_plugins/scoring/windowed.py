@@ -154,6 +154,12 @@ class WindowedScorer(Scorer):
         """Settings that change a score (a cache key part)."""
         return f"windowed({self.window},{self.stride},{self.how},{self.limit})|{self.inner.fingerprint}"
 
+    def spans(self, n_tokens: int, room: int) -> list[tuple[int, int]]:
+        """The token spans this scorer reads of a passage of ``n_tokens`` next to a query that leaves ``room``."""
+        window = min(self.window or room, room)
+        stride = self.stride or max(1, window // 2)
+        return split_windows(n_tokens, window, min(stride, window))[: self.limit]
+
     def score_detailed(self, pairs: Sequence[tuple[str, str]]) -> ScoredPairs:
         pairs = check_pairs(pairs)
         if not pairs:
@@ -164,10 +170,7 @@ class WindowedScorer(Scorer):
         notes: list[PairNote] = []
         for i, ((q, passage), offsets) in enumerate(zip(pairs, layout.offsets, strict=True)):
             q_text, q_len, q_cut = layout.queries[q]
-            room = layout.budget - layout.special_tokens - q_len
-            window = min(self.window or room, room)
-            stride = self.stride or max(1, window // 2)
-            spans = split_windows(len(offsets), window, min(stride, window))[: self.limit]
+            spans = self.spans(len(offsets), layout.budget - layout.special_tokens - q_len)
             for start, end in spans:
                 text = passage[offsets[start][0] : offsets[end - 1][1]] if end > start else passage
                 expanded.append((q_text, text))
