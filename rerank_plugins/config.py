@@ -105,8 +105,13 @@ _D = {
     "duo_top_k": "Candidates per query re-scored by duoT5.",
     "ensemble_normalize": "'rank': members' scores are rank-normalised per query before averaging; 'identity': "
     "averaged as they are (for calibrated members).",
+    "first_stage_horizon": "The guard's first-stage rank score falls from 1 at rank 1 to 0 at this rank (or at the "
+    "last candidate, if the pool is shorter) and is 0 below it, so a first_stage_weight means the same at 30 "
+    "and at 100 candidates; with a guard in force the cascade's cheap pass keeps its best by the same blend. "
+    "None: the score falls to 0 at the last scored candidate of any pool (before 2026-12-05; it weakens the "
+    "guard as pools deepen).",
     "first_stage_weight": "Order by (1 - w) x min-max normalised relevance + w x first-stage rank score (1 for the "
-    "first candidate down to 0 for the last); 0 orders by relevance alone. A guard for domains "
+    "first candidate down to 0 at first_stage_horizon); 0 orders by relevance alone. A guard for domains "
     "where the reranker alone trails the first stage. None: the model's own guard "
     "(rerank_guard.json in its folder, chosen on dev data; the shipped model has one), else 0.",
     "max_batch_tokens": "At most this many (padded) tokens per forward pass: long pairs go in smaller batches, so "
@@ -478,6 +483,7 @@ class RerankConfig(_Section):
     max_candidates: int | None = Field(default=200, ge=1, description=_D["max_candidates"])
     time_budget_ms: float | None = Field(default=None, gt=0, description=_D["time_budget_ms"])
     first_stage_weight: float | None = Field(default=None, ge=0.0, le=1.0, description=_D["first_stage_weight"])
+    first_stage_horizon: int | None = Field(default=30, ge=2, description=_D["first_stage_horizon"])
     dedupe_by_content: bool = Field(default=True, description=_D["dedupe_by_content"])
     text: Literal["content", "content_with_metadata"] = Field(default="content", description=_D["text"])
     metadata_keys: tuple[str, ...] = Field(default=(), description=_D["metadata_keys"])

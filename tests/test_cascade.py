@@ -341,3 +341,52 @@ def test_real_model_windowed_default_cascade_reads_survivors_in_windows(tiny_mod
         else:
             assert item.note.how == "pruned"
     assert sum(by_id[str(i)].note.how == "windowed" for i in range(len(long_texts))) >= 5 - len(short_texts)
+
+
+def test_a_guard_in_force_guards_the_cheap_pass_too() -> None:
+    # the cheap pass alone would keep 5, 2, 7, 0; candidate 1 (first-stage rank 2, cheap 0.10) is among the
+    # first stage's best, candidate 7 (rank 8, cheap 0.60) among its worst
+    plain = rerank_candidates(
+        "q", candidates(), ByText("full", FULL), RerankConfig(cascade_keep=4, top_n=None), pruner=ByText("cheap", CHEAP)
+    )
+    full = ByText("full", FULL)
+    cfg = RerankConfig(cascade_keep=4, top_n=None, first_stage_weight=0.5)
+    guarded = rerank_candidates("q", candidates(), full, cfg, pruner=ByText("cheap", CHEAP))
+    # keys over the 8 (horizon 30 > pool: the prior falls to 0 at the last): cheap min-max / 2 + prior / 2
+    # 0: 0.529 1: 0.489 2: 0.745 3: 0.417 4: 0.214 5: 0.643 6: 0.150 7: 0.318 -> keep 2, 5, 0, 1
+    assert sorted(full.calls[0]) == ["passage 0", "passage 1", "passage 2", "passage 5"]
+    assert {r.candidate.id for r in plain.items if r.note.how != "pruned"} == {"0", "2", "5", "7"}
+    assert len(guarded.items) == 8  # nothing lost: the pruned follow in the guarded pick's order
+    assert [r.candidate.id for r in guarded.items[4:]] == ["3", "7", "4", "6"]
+    assert all(r.note.how == "pruned" for r in guarded.items[4:])
+
+    # the model's own guard (first_stage_weight=None) guards the pick the same way; 0 turns both off
+    class Guarded(ByText):
+        recommended_first_stage_weight = 0.5
+
+    own = Guarded("full", FULL)
+    rerank_candidates("q", candidates(), own, cfg.merged(first_stage_weight=None), pruner=ByText("cheap", CHEAP))
+    assert own.calls == full.calls
+    off = Guarded("full", FULL)
+    rerank_candidates("q", candidates(), off, cfg.merged(first_stage_weight=0.0), pruner=ByText("cheap", CHEAP))
+    assert sorted(off.calls[0]) == ["passage 0", "passage 2", "passage 5", "passage 7"]
+
+
+def test_guard_depth_simulates_the_pipeline() -> None:
+    """benchmarks/guard_depth.py orders cached reads as the pipeline would: the rule the pipeline runs
+    gives the pipeline's order on the same scores."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from guard_depth import Pool, order
+
+    texts = [f"passage {i}" for i in range(40)]
+    cheap = {t: ((i * 7) % 40) / 40 for i, t in enumerate(texts)}
+    full = {t: ((i * 11) % 40) / 40 for i, t in enumerate(texts)}
+    cands = [Candidate(str(i), t) for i, t in enumerate(texts)]
+    pool = Pool([cheap[t] for t in texts], set(), {i: full[t] for i, t in enumerate(texts)})
+    for weight in (0.0, 0.3):
+        cfg = RerankConfig(cascade_keep=10, top_n=None, first_stage_weight=weight)
+        got = rerank_candidates("q", cands, ByText("full", full), cfg, pruner=ByText("cheap", cheap))
+        simulated = order(pool, keep=10, weight=weight, prior="absolute", guarded=weight > 0, horizon=30)
+        assert [int(r.candidate.id) for r in got.items] == simulated

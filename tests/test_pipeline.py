@@ -314,3 +314,31 @@ def test_first_stage_weight_none_uses_the_models_own_guard_and_a_number_override
     assert [r.candidate.id for r in alone.items] == ["b", "c", "a"]  # 0: relevance alone
     assert guard_weight(RerankConfig(), FixedScorer([0.0])) == 0.0  # a scorer without a guard: none
     assert guard_weight(RerankConfig(first_stage_weight=0.3), scorer) == 0.3
+
+
+def test_the_guard_means_the_same_at_any_depth() -> None:
+    from rerank_plugins.pipeline.guard import blend, rank_prior
+
+    # ranks 1..30 get the same prior in a pool of 30 and of 100; ranks past the horizon get none
+    deep = rank_prior(range(100), pool_size=100, horizon=30)
+    assert deep[:30] == rank_prior(range(30), pool_size=30, horizon=30)
+    assert deep[29:] == [0.0] * 71
+    # None: the prior falls to 0 at the last candidate, so ranks 1 and 10 differ less in a deeper pool
+    old = rank_prior(range(100), pool_size=100, horizon=None)
+    assert old[0] - old[9] == pytest.approx(9 / 99)
+    assert deep[0] - deep[9] == pytest.approx(9 / 29)
+    # a pool shorter than the horizon: the prior still spans it (1 at the first, 0 at the last)
+    assert rank_prior([0, 1, 2], pool_size=3, horizon=30) == [1.0, 0.5, 0.0]
+    assert blend([1.0, 0.0], 0.5, positions=[0, 40], pool_size=100, horizon=30) == [1.0, 0.0]
+
+
+def test_first_stage_horizon_orders_a_deep_pool_by_absolute_rank() -> None:
+    # 100 candidates: the model likes rank 61 most and rank 11 less (0.42); the rest score 0. Over 30 ranks
+    # the prior separates 11 from 61 by 0.655 (11 wins at weight 0.5); spread over the 100, by 0.505 (61 wins)
+    scores = [0.0] * 100
+    scores[10], scores[60] = 0.42, 1.0
+    cands = [Candidate(str(i), f"passage {i}") for i in range(100)]
+    deep = rerank_candidates("q", cands, FixedScorer(scores), RerankConfig(first_stage_weight=0.5, top_n=1))
+    assert [r.candidate.id for r in deep.items] == ["10"]
+    loose = RerankConfig(first_stage_weight=0.5, first_stage_horizon=None, top_n=1)
+    assert [r.candidate.id for r in rerank_candidates("q", cands, FixedScorer(scores), loose).items] == ["60"]

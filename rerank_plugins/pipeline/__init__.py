@@ -31,7 +31,8 @@ from typing import Literal
 
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.pipeline.candidates import Candidate, merge_candidates, prepare
-from rerank_plugins.pipeline.ordering import RankedCandidate, RerankResult, guard_weight, order_pool
+from rerank_plugins.pipeline.guard import guard_weight
+from rerank_plugins.pipeline.ordering import RankedCandidate, RerankResult, order_pool
 from rerank_plugins.pipeline.plan import ascore_pool, score_pool
 from rerank_plugins.scoring.base import Scorer
 from rerank_plugins.scoring.cascade import AUTO_CASCADE_KEEP, Cascade, cascade_with

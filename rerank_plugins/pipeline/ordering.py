@@ -1,7 +1,7 @@
 """Ordering: scores in, the kept candidates out, in order, and every other one with its reason.
 
 Sort by relevance (optionally blended with the first-stage rank: ``first_stage_weight`` or the
-model's own guard), then the score threshold (``min_keep`` protects the best), then ``top_n``.
+model's own guard, :mod:`.guard`), then the score threshold (``min_keep`` protects the best), then ``top_n``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.pipeline.candidates import Candidate, PreparedQuery
+from rerank_plugins.pipeline.guard import blend, guard_weight
 from rerank_plugins.pipeline.plan import ScoredPool
 from rerank_plugins.scoring.base import PairNote, Scorer
 
@@ -85,23 +86,6 @@ def best_first(keys: Sequence[float], top_n: int | None = None) -> list[int]:
     return order if top_n is None else order[:top_n]
 
 
-def blend(scores: list[float], weight: float) -> list[float]:
-    """The ordering key: the scores themselves, or their blend with first-stage rank."""
-    n = len(scores)
-    if weight <= 0 or n < 2:
-        return scores
-    lo, hi = min(scores), max(scores)
-    relevance = [(s - lo) / (hi - lo) if hi > lo else 1.0 for s in scores]
-    return [(1 - weight) * r + weight * (1 - i / (n - 1)) for i, r in enumerate(relevance)]
-
-
-def guard_weight(config: RerankConfig, scorer: Scorer) -> float:
-    """The ``first_stage_weight`` in force: the configured one, or (None) the scorer's model's own guard."""
-    if config.first_stage_weight is not None:
-        return config.first_stage_weight
-    return scorer.recommended_first_stage_weight
-
-
 def order_pool(prep: PreparedQuery, scored: ScoredPool, config: RerankConfig, scorer: Scorer) -> RerankResult:
     """Sort a scored pool (stable: ties keep first-stage order), blend in the guard, apply the threshold and
     ``top_n``; every candidate ends up kept or dropped with its reason."""
@@ -109,7 +93,8 @@ def order_pool(prep: PreparedQuery, scored: ScoredPool, config: RerankConfig, sc
     all_scores, notes, cascade = scored.scores, scored.notes, scored.cascade
     n = len(prep.pool)
     have = [i for i in range(n) if all_scores[i] is not None]
-    blended = blend([all_scores[i] or 0.0 for i in have], guard_weight(config, scorer))
+    weight = guard_weight(config, scorer)
+    blended = blend([all_scores[i] or 0.0 for i in have], weight, have, n, config.first_stage_horizon)
     rank_key: list[float | None] = [None] * n
     for i, b in zip(have, blended, strict=True):
         rank_key[i] = b

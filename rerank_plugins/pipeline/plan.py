@@ -3,7 +3,8 @@
 Without a cascade or a time budget every candidate is scored in one call. A :class:`Cascade`
 (resolved once when the rerank step is set up, see
 :func:`rerank_plugins.scoring.factory.resolve_cascade`) first scores every candidate with a
-cheap pass and sends only the best ``keep`` to the full model. ``time_budget_ms`` scores in
+cheap pass and sends only the best ``keep`` to the full model (by the cheap scores blended with the
+first-stage rank when a guard is in force, :mod:`.guard`). ``time_budget_ms`` scores in
 chunks while the next one is expected to end in time. The plan is a generator that asks its
 driver for scores, so the blocking and the async drivers share it. No scorer is built here.
 """
@@ -19,6 +20,7 @@ from typing import Any
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.errors import RerankInputError
 from rerank_plugins.pipeline.candidates import PreparedQuery
+from rerank_plugins.pipeline.guard import blend, guard_weight
 from rerank_plugins.scoring.base import PairNote, ScoredPairs, Scorer, check_scores
 from rerank_plugins.scoring.cascade import Cascade
 
@@ -104,7 +106,9 @@ def _plan(
             cheap = None
         if cheap is not None:
             cascade = list(check_scores(cheap.scores, n, f"{scorer_name} (cascade pass)"))
-            order = sorted(order, key=lambda i: -(cascade[i] or 0.0))  # stable: ties keep first-stage order
+            # the guard in force blends the cheap scores with the first-stage rank as it will the full ones
+            keys = blend([c or 0.0 for c in cascade], guard_weight(config, scorer), None, n, config.first_stage_horizon)
+            order = sorted(order, key=lambda i: -keys[i])  # stable: ties keep first-stage order
             todo = order[:keep]
             logger.info("cascade: %d of %d candidates go on to the full model (cascade_keep=%d)", keep, n, keep)
     scores: list[float | None] = [None] * n
