@@ -96,8 +96,8 @@ def read_pools(args: argparse.Namespace) -> tuple[Any, dict[str, list[str]], dic
         if not args.full:
             for w in args.weight_list:
                 for prior in PRIORS:
-                    need |= set(pick(pool, args.keep, w, prior, args.horizon, guarded=w > 0))
-            need |= set(pick(pool, args.keep, 0.0, "relative", args.horizon, guarded=False))
+                    need |= set(pick(pool, w, prior, args.horizon, guarded=w > 0)[: args.keep])
+            need |= set(pick(pool, 0.0, "relative", args.horizon, guarded=False)[: args.keep])
         todo = sorted(need)
         scores, _ = read(full, ds.queries[q], [cands[i] for i in todo])
         pool.full = dict(zip(todo, scores, strict=True))
@@ -119,9 +119,9 @@ class Pool:
     full: dict[int, float] = field(default_factory=dict)
 
 
-def pick(pool: Pool, keep: int, weight: float, prior: str, horizon: int, *, guarded: bool) -> list[int]:
+def pick(pool: Pool, weight: float, prior: str, horizon: int, *, guarded: bool) -> list[int]:
     """Every candidate in the cascade's order: by the cheap pass alone, or (guarded) by its blend with the
-    first-stage prior; the first ``keep`` go on to the full read."""
+    first-stage prior; the cascade's first ``keep`` go on to the full read."""
     if not guarded:
         return best_first(pool.cheap)
     return best_first(blend(pool.cheap, weight, None, len(pool.cheap), horizon if PRIORS[prior] else None))
@@ -133,7 +133,7 @@ def order(pool: Pool, *, keep: int | None, weight: float, prior: str, guarded: b
     if keep is None or n <= keep:
         kept, rest = list(range(n)), []
     else:
-        sel = pick(pool, keep, weight, prior, horizon, guarded=guarded)
+        sel = pick(pool, weight, prior, horizon, guarded=guarded)
         kept = sorted(set(sel[:keep]) | pool.whole)  # in first-stage order, as the pipeline holds them
         rest = [i for i in sel if i not in set(kept)]
     keys = blend([pool.full[i] for i in kept], weight, kept, n, horizon if PRIORS[prior] else None)
