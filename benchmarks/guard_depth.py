@@ -95,19 +95,14 @@ def read_pools(args: argparse.Namespace) -> tuple[Any, dict[str, list[str]], dic
         need = set(range(len(cands))) if args.full else set(whole)
         if not args.full:
             for w in args.weight_list:
-                for prior in PRIORS:
-                    need |= set(pick(pool, w, prior, args.horizon, guarded=w > 0)[: args.keep])
-            need |= set(pick(pool, 0.0, "relative", args.horizon, guarded=False)[: args.keep])
+                for horizon in (None, args.horizon):
+                    need |= set(pick(pool, w, horizon, guarded=w > 0)[: args.keep])
+            need |= set(pick(pool, 0.0, None, guarded=False)[: args.keep])
         todo = sorted(need)
         scores, _ = read(full, ds.queries[q], [cands[i] for i in todo])
         pool.full = dict(zip(todo, scores, strict=True))
         reads[q] = pool
     return ds, pools, reads
-
-
-#: the two priors compared: falling to 0 at the last scored candidate (first_stage_horizon=None), or over the
-#: first ``--horizon`` first-stage ranks (0 below them)
-PRIORS = {"relative": False, "absolute": True}
 
 
 @dataclass
@@ -119,24 +114,24 @@ class Pool:
     full: dict[int, float] = field(default_factory=dict)
 
 
-def pick(pool: Pool, weight: float, prior: str, horizon: int, *, guarded: bool) -> list[int]:
+def pick(pool: Pool, weight: float, horizon: int | None, *, guarded: bool) -> list[int]:
     """Every candidate in the cascade's order: by the cheap pass alone, or (guarded) by its blend with the
     first-stage prior; the cascade's first ``keep`` go on to the full read."""
     if not guarded:
         return best_first(pool.cheap)
-    return best_first(blend(pool.cheap, weight, None, len(pool.cheap), horizon if PRIORS[prior] else None))
+    return best_first(blend(pool.cheap, weight, None, len(pool.cheap), horizon))
 
 
-def order(pool: Pool, *, keep: int | None, weight: float, prior: str, guarded: bool, horizon: int) -> list[int]:
+def order(pool: Pool, *, keep: int | None, weight: float, guarded: bool, horizon: int | None) -> list[int]:
     """Pool positions, best first, under one rule."""
     n = len(pool.cheap)
     if keep is None or n <= keep:
         kept, rest = list(range(n)), []
     else:
-        sel = pick(pool, weight, prior, horizon, guarded=guarded)
+        sel = pick(pool, weight, horizon, guarded=guarded)
         kept = sorted(set(sel[:keep]) | pool.whole)  # in first-stage order, as the pipeline holds them
         rest = [i for i in sel if i not in set(kept)]
-    keys = blend([pool.full[i] for i in kept], weight, kept, n, horizon if PRIORS[prior] else None)
+    keys = blend([pool.full[i] for i in kept], weight, kept, n, horizon)
     return [kept[j] for j in best_first(keys)] + rest
 
 
@@ -168,21 +163,20 @@ def main() -> None:
     def as_run(orders: dict[str, list[int]]) -> dict[str, dict[str, float]]:
         return {q: {pools[q][p]: float(len(o) - r) for r, p in enumerate(o)} for q, o in orders.items()}
 
-    def rule(keep: int | None, w: float, prior: str, guarded: bool) -> dict[str, dict[str, float]]:
-        return as_run(
-            {q: order(reads[q], keep=keep, weight=w, prior=prior, guarded=guarded, horizon=args.horizon) for q in pools}
-        )
+    def rule(keep: int | None, w: float, horizon: int | None, guarded: bool) -> dict[str, dict[str, float]]:
+        return as_run({q: order(reads[q], keep=keep, weight=w, guarded=guarded, horizon=horizon) for q in pools})
 
     runs = {stage: as_run({q: list(range(len(pools[q]))) for q in pools})}
     keeps: list[int | None] = [args.keep, None] if args.full else [args.keep]
     for keep in keeps:
         where = "full read" if keep is None else f"cascade {keep}"
-        runs[f"{where}, unguarded"] = rule(keep, 0.0, "relative", False)
+        runs[f"{where}, unguarded"] = rule(keep, 0.0, None, False)
         for w in args.weight_list:
-            for prior in PRIORS:
-                runs[f"{where}, w {w}, {prior} prior"] = rule(keep, w, prior, False)
+            # the prior falling to 0 at the last scored candidate (first_stage_horizon=None) or at --horizon
+            for prior, horizon in (("relative", None), ("absolute", args.horizon)):
+                runs[f"{where}, w {w}, {prior} prior"] = rule(keep, w, horizon, False)
                 if keep is not None:
-                    runs[f"{where} guarded pick, w {w}, {prior} prior"] = rule(keep, w, prior, True)
+                    runs[f"{where} guarded pick, w {w}, {prior} prior"] = rule(keep, w, horizon, True)
     default = f"cascade {args.keep}, w {args.weight_list[0]}, relative prior"
     base = per_query(qrels, runs[default], metric)
     rows = []

@@ -388,5 +388,5 @@ def test_guard_depth_simulates_the_pipeline() -> None:
     for weight in (0.0, 0.3):
         cfg = RerankConfig(cascade_keep=10, top_n=None, first_stage_weight=weight)
         got = rerank_candidates("q", cands, ByText("full", full), cfg, pruner=ByText("cheap", cheap))
-        simulated = order(pool, keep=10, weight=weight, prior="absolute", guarded=weight > 0, horizon=30)
+        simulated = order(pool, keep=10, weight=weight, guarded=weight > 0, horizon=30)
         assert [int(r.candidate.id) for r in got.items] == simulated
