@@ -1,22 +1,26 @@
 """The first-stage guard as pools deepen: every ordering rule compared on the same reads of each pool.
 
 For each query of a row, the first stage's top ``--depth`` candidates are read by the cascade's cheap
-pass (the model itself at 128 tokens), and the candidates any rule keeps are read in full (windows of
-256, as the default pipeline; every candidate with ``--full``). Both reads go through the library's
-own pipeline and are cached per pair in ``<out>.cache/`` (``full.sqlite``, ``cheap.sqlite``; a
-model_table.py cache of the same model, backend and model files can be copied in as ``full.sqlite``).
+pass (the model itself at ``--cheap-tokens``, default 128 as the pipeline), and the candidates any rule
+keeps are read in full (windows of 256, as the default pipeline; every candidate with ``--full``). Both
+reads go through the library's own pipeline and are cached per pair in ``<out>.cache/``
+(``full.sqlite``, ``cheap.sqlite`` or ``cheap-<tokens>.sqlite``; a model_table.py cache of the same
+model, backend and model files can be copied in as ``full.sqlite``).
 Each rule is then an ordering of those scores, so the rules differ only in how they order:
 
 * ``cascade K``: the best K by the cheap pass are read in full and ordered by the guard's blend, the
   others follow in the pick's order (pairs the cheap pass read whole keep their score, as in the
   pipeline); ``guarded pick``: the K are picked by the cheap scores blended with the same prior;
+* ``first stage K`` (``--first-stage``): no cheap pass; the first stage's top K are read in full and
+  ordered by the blend, the others follow in first-stage order;
 * ``full read``: every candidate read in full (``--full``);
 * ``relative prior``: the first-stage rank score falls to 0 at the last scored candidate (the guard
   until 2026-12-05, ``first_stage_horizon=None``); ``absolute prior``: to 0 at rank ``--horizon``.
 
 The blend is the library's (``rerank_plugins.pipeline.guard.blend``); the pipeline since 2026-12-05 is
 ``cascade 30 guarded pick, absolute prior``. ``queries up / down`` count the queries whose metric is
-above / below the first guarded row (the pipeline before 2026-12-05).
+above / below the first guarded row of the first keep and prior (with the defaults: the pipeline
+before 2026-12-05).
 
     python benchmarks/guard_depth.py --row scifact/train-rest --out benchmarks/results/guard/scifact-rest-100.json
 """
@@ -72,10 +76,13 @@ def read_pools(args: argparse.Namespace) -> tuple[Any, dict[str, list[str]], dic
     cache = args.out.with_suffix(".cache")
     base = get_scorer(RerankConfig(scorer={"model": args.model, "backend": args.backend}))
     full = CachedScorer(base, path=cache / "full.sqlite", max_entries=None)
-    resolved = resolve_cascade(RerankConfig(), base)
+    resolved = resolve_cascade(RerankConfig(cascade={"max_length": args.cheap_tokens}), base)
     if resolved is None:
-        raise SystemExit(f"{args.model} on this machine has no cascade (a GPU, or a model of at most 128 tokens)")
-    cheap = CachedScorer(resolved.scorer, path=cache / "cheap.sqlite", max_entries=None)
+        raise SystemExit(
+            f"{args.model} on this machine has no cascade (a GPU, or a model of at most {args.cheap_tokens} tokens)"
+        )
+    name = "cheap.sqlite" if args.cheap_tokens == 128 else f"cheap-{args.cheap_tokens}.sqlite"
+    cheap = CachedScorer(resolved.scorer, path=cache / name, max_entries=None)
     plain = RerankConfig(top_n=None, max_candidates=None, dedupe_by_content=False, first_stage_weight=0.0)
 
     def read(scorer: Any, query: str, cands: list[Any]) -> tuple[list[float], set[int]]:
@@ -94,10 +101,13 @@ def read_pools(args: argparse.Namespace) -> tuple[Any, dict[str, list[str]], dic
         # a pair the cheap pass read whole has its full score without a second read (the pipeline keeps it)
         need = set(range(len(cands))) if args.full else set(whole)
         if not args.full:
-            for w in args.weight_list:
-                for horizon in (None, args.horizon):
-                    need |= set(pick(pool, w, horizon, guarded=w > 0)[: args.keep])
-            need |= set(pick(pool, 0.0, None, guarded=False)[: args.keep])
+            for keep in args.keep_list:
+                for w in args.weight_list:
+                    for horizon in (None, args.horizon):
+                        need |= set(pick(pool, w, horizon, "guarded")[:keep])
+                need |= set(pick(pool, 0.0, None, "cheap")[:keep])
+                if args.first_stage:
+                    need |= set(range(min(keep, len(cands))))
         todo = sorted(need)
         scores, _ = read(full, ds.queries[q], [cands[i] for i in todo])
         pool.full = dict(zip(todo, scores, strict=True))
@@ -114,22 +124,32 @@ class Pool:
     full: dict[int, float] = field(default_factory=dict)
 
 
-def pick(pool: Pool, weight: float, horizon: int | None, *, guarded: bool) -> list[int]:
-    """Every candidate in the cascade's order: by the cheap pass alone, or (guarded) by its blend with the
-    first-stage prior; the cascade's first ``keep`` go on to the full read."""
-    if not guarded:
+#: how a rule picks the candidates it reads in full
+PICKS = ("cheap", "guarded", "first stage")
+
+
+def pick(pool: Pool, weight: float, horizon: int | None, by: str) -> list[int]:
+    """Every candidate in the order a rule picks from: by the cheap pass alone (``cheap``), by its blend
+    with the first-stage prior (``guarded``), or in first-stage order (``first stage``, no cheap pass);
+    the first ``keep`` go on to the full read."""
+    if by == "cheap":
         return best_first(pool.cheap)
-    return best_first(blend(pool.cheap, weight, None, len(pool.cheap), horizon))
+    if by == "guarded":
+        return best_first(blend(pool.cheap, weight, None, len(pool.cheap), horizon))
+    if by == "first stage":
+        return list(range(len(pool.cheap)))
+    raise ValueError(f"pick by {by!r}: expected one of {PICKS}")
 
 
-def order(pool: Pool, *, keep: int | None, weight: float, guarded: bool, horizon: int | None) -> list[int]:
+def order(pool: Pool, *, keep: int | None, weight: float, by: str, horizon: int | None) -> list[int]:
     """Pool positions, best first, under one rule."""
     n = len(pool.cheap)
     if keep is None or n <= keep:
         kept, rest = list(range(n)), []
     else:
-        sel = pick(pool, weight, horizon, guarded=guarded)
-        kept = sorted(set(sel[:keep]) | pool.whole)  # in first-stage order, as the pipeline holds them
+        sel = pick(pool, weight, horizon, by)
+        # in first-stage order, as the pipeline holds them; a cheap pass's whole reads are kept
+        kept = sorted(set(sel[:keep]) | (pool.whole if by != "first stage" else set()))
         rest = [i for i in sel if i not in set(kept)]
     keys = blend([pool.full[i] for i in kept], weight, kept, n, horizon)
     return [kept[j] for j in best_first(keys)] + rest
@@ -142,13 +162,34 @@ def main() -> None:
     parser.add_argument("--model", default="rerank_plugins/models/minilm-l6-rerank")
     parser.add_argument("--backend", default="onnx-int8")
     parser.add_argument("--depth", type=int, default=100)
-    parser.add_argument("--keep", type=int, default=30)
+    parser.add_argument(
+        "--keep",
+        default="30",
+        help="how many the cascade reads in full (a list compares several; the first is the baseline)",
+    )
+    parser.add_argument(
+        "--cheap-tokens",
+        type=int,
+        default=128,
+        help="the cheap pass's token budget (the pipeline's cascade max_length)",
+    )
+    parser.add_argument(
+        "--first-stage", action="store_true", help="also rows 'first stage K': no cheap pass, the top K read in full"
+    )
+    parser.add_argument(
+        "--priors",
+        default="relative,absolute",
+        help="priors to compare: relative (to the pool's end), absolute (to --horizon)",
+    )
     parser.add_argument("--horizon", type=int, default=30, help="the absolute prior reaches 0 at this rank")
     parser.add_argument("--weights", default="0.3,0.5", help="guard weights to compare (0 is always a row)")
     parser.add_argument("--full", action="store_true", help="also read every candidate in full (rows 'full')")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     args.weight_list = [float(x) for x in args.weights.split(",")]
+    args.keep_list = [int(x) for x in args.keep.split(",")]
+    priors = {"relative": None, "absolute": args.horizon}
+    args.prior_list = [(p, priors[p]) for p in args.priors.split(",")]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("bm25s", "httpx", "sentence_transformers", "rerank_plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -163,21 +204,24 @@ def main() -> None:
     def as_run(orders: dict[str, list[int]]) -> dict[str, dict[str, float]]:
         return {q: {pools[q][p]: float(len(o) - r) for r, p in enumerate(o)} for q, o in orders.items()}
 
-    def rule(keep: int | None, w: float, horizon: int | None, guarded: bool) -> dict[str, dict[str, float]]:
-        return as_run({q: order(reads[q], keep=keep, weight=w, guarded=guarded, horizon=horizon) for q in pools})
+    def rule(keep: int | None, w: float, horizon: int | None, by: str) -> dict[str, dict[str, float]]:
+        return as_run({q: order(reads[q], keep=keep, weight=w, by=by, horizon=horizon) for q in pools})
 
     runs = {stage: as_run({q: list(range(len(pools[q]))) for q in pools})}
-    keeps: list[int | None] = [args.keep, None] if args.full else [args.keep]
+    keeps: list[int | None] = [*args.keep_list, None] if args.full else [*args.keep_list]
     for keep in keeps:
         where = "full read" if keep is None else f"cascade {keep}"
-        runs[f"{where}, unguarded"] = rule(keep, 0.0, None, False)
+        runs[f"{where}, unguarded"] = rule(keep, 0.0, None, "cheap")
         for w in args.weight_list:
             # the prior falling to 0 at the last scored candidate (first_stage_horizon=None) or at --horizon
-            for prior, horizon in (("relative", None), ("absolute", args.horizon)):
-                runs[f"{where}, w {w}, {prior} prior"] = rule(keep, w, horizon, False)
+            for prior, horizon in args.prior_list:
+                runs[f"{where}, w {w}, {prior} prior"] = rule(keep, w, horizon, "cheap")
                 if keep is not None:
-                    runs[f"{where} guarded pick, w {w}, {prior} prior"] = rule(keep, w, horizon, True)
-    default = f"cascade {args.keep}, w {args.weight_list[0]}, relative prior"
+                    runs[f"{where} guarded pick, w {w}, {prior} prior"] = rule(keep, w, horizon, "guarded")
+                    if args.first_stage:
+                        runs[f"first stage {keep}, w {w}, {prior} prior"] = rule(keep, w, horizon, "first stage")
+    prior0 = args.prior_list[0][0]
+    default = f"cascade {args.keep_list[0]}, w {args.weight_list[0]}, {prior0} prior"
     base = per_query(qrels, runs[default], metric)
     rows = []
     for name, run in runs.items():
@@ -194,7 +238,8 @@ def main() -> None:
     result = {
         "row": args.row,
         "depth": args.depth,
-        "keep": args.keep,
+        "keep": args.keep_list,
+        "cheap tokens": args.cheap_tokens,
         "horizon": args.horizon,
         "queries": len(pools),
         "model": args.model,

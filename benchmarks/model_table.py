@@ -148,7 +148,8 @@ def main() -> None:
         default=[],
         metavar="LABEL=MODEL:KEEP[:MAX_LENGTH]",
         help="a row whose cascade's cheap pass is MODEL (e.g. a distilled student) keeping KEEP candidates for "
-        "the full read; MAX_LENGTH is the cheap pass's token budget (default 128). Repeat to compare.",
+        "the full read; MAX_LENGTH is the cheap pass's token budget (default 128); MODEL 'first-stage': no cheap "
+        "pass, the first stage's top KEEP are read. Repeat to compare; with --guard, each also under each weight.",
     )
     parser.add_argument(
         "--depth",
@@ -219,10 +220,15 @@ def main() -> None:
             for spec in args.cascade:
                 label, rest = spec.split("=", 1)
                 model, keep, *length = rest.rsplit(":", 2) if rest.count(":") >= 2 else rest.rsplit(":", 1)
+                if model == "first-stage":  # no cheap pass: the first stage's top KEEP are read
+                    own: dict[str, Any] = {"pick": "first-stage", "keep": int(keep)}
+                else:
+                    own = {"model": model, "keep": int(keep), "max_length": int(length[0]) if length else 128}
                 scorers[label] = scorer
-                cascades[label] = RerankConfig(
-                    cascade={"model": model, "keep": int(keep), "max_length": int(length[0]) if length else 128}
-                )
+                cascades[label] = RerankConfig(cascade=own)
+                for w in args.guard:  # the same cascade under each guard weight
+                    scorers[f"{label}, guard {w}"] = scorer
+                    cascades[f"{label}, guard {w}"] = RerankConfig(cascade=own, first_stage_weight=w)
             report = run_evaluation(
                 ds,
                 scorers,

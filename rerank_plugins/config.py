@@ -96,6 +96,10 @@ _D = {
     "of it).",
     "cascade_model": "Cross-encoder of the cascade's cheap pass. None: the reranking model itself (one copy of the "
     "weights), reading only the first `max_length` tokens of each pair.",
+    "cascade_pick": "How the cascade picks the `keep` candidates the full model reads: 'cheap-pass' (by the cheap "
+    "pass's scores, blended with the first-stage rank when a guard is in force) or 'first-stage' (the first "
+    "stage's top `keep`, with no cheap pass: `model` and `max_length` are unused, and the others follow in "
+    "first-stage order, kept with rerank_scoring='pruned').",
     "dedupe_by_content": "Also treat candidates with different ids but identical text as duplicates (ids alone are "
     "compared when False; candidates without an id are always compared by text).",
     "device": "'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'.",
@@ -311,6 +315,7 @@ class CascadeSettings(_Section):
     keep: int | Literal["auto"] | None = Field(default="auto", description=_D["cascade_keep"])
     max_length: int = Field(default=128, ge=16, le=8192, description=_D["cascade_max_length"])
     model: str | None = Field(default=None, description=_D["cascade_model"])
+    pick: Literal["cheap-pass", "first-stage"] = Field(default="cheap-pass", description=_D["cascade_pick"])
 
     @field_validator("keep", mode="before")
     @classmethod
@@ -519,7 +524,7 @@ class RerankConfig(_Section):
                 "use a value in [0, 1] or set activation='raw' for a logit threshold"
             )
         keep = self.cascade.keep
-        if isinstance(keep, int) and self.cascade.model is None:
+        if isinstance(keep, int) and self.cascade.model is None and self.cascade.pick == "cheap-pass":
             if not isinstance(self.scorer, CrossEncoderSettings):
                 raise ValueError(
                     f"cascade_keep with scorer={self.scorer_kind!r} needs cascade_model, a cross-encoder for the "

@@ -388,5 +388,59 @@ def test_guard_depth_simulates_the_pipeline() -> None:
     for weight in (0.0, 0.3):
         cfg = RerankConfig(cascade_keep=10, top_n=None, first_stage_weight=weight)
         got = rerank_candidates("q", cands, ByText("full", full), cfg, pruner=ByText("cheap", cheap))
-        simulated = order(pool, keep=10, weight=weight, guarded=weight > 0, horizon=30)
+        simulated = order(pool, keep=10, weight=weight, by="guarded" if weight > 0 else "cheap", horizon=30)
         assert [int(r.candidate.id) for r in got.items] == simulated
+        first = cfg.merged(cascade={"pick": "first-stage"})
+        got = rerank_candidates("q", cands, ByText("full", full), first)
+        assert [int(r.candidate.id) for r in got.items] == order(
+            pool, keep=10, weight=weight, by="first stage", horizon=30
+        )
+
+
+def test_pick_first_stage_reads_the_first_stages_top_keep_without_a_cheap_pass() -> None:
+    from rerank_plugins.scoring.factory import resolve_cascade
+
+    full = ByText("full", FULL)
+    cfg = RerankConfig(cascade={"keep": 4, "pick": "first-stage"}, top_n=None, first_stage_weight=0.0)
+    cascade = resolve_cascade(cfg, full)
+    assert cascade is not None
+    assert (cascade.keep, cascade.scorer, cascade.exact) == (4, None, False)
+    given = candidates()
+    before = copy.deepcopy(given)
+    result = rerank_candidates("q", given, full, cfg)
+    assert full.calls == [TEXTS[:4]]  # the first stage's top 4, one call, no cheap pass
+    # read ones by the full model (0.99, 0.95, 0.40, 0.30), then the others in first-stage order
+    assert [r.candidate.id for r in result.items] == ["3", "0", "1", "2", "4", "5", "6", "7"]
+    assert all(r.score is None and r.cascade_score is None and r.note.how == "pruned" for r in result.items[4:])
+    assert result.counts == {"received": 8, "scored": 4, "kept": 8, "pruned": 4}
+    assert given == before
+    # the async driver agrees; a pool of at most keep is read whole; an explicit pruner still runs a cheap pass
+    again = asyncio.run(arerank_candidates("q", candidates(), ByText("full", FULL), cfg))
+    assert [r.candidate.id for r in again.items] == [r.candidate.id for r in result.items]
+    small = ByText("full", FULL)
+    assert rerank_candidates("q", candidates()[:4], small, cfg).scored == 4
+    cheap = ByText("cheap", CHEAP)
+    rerank_candidates("q", candidates(), ByText("full", FULL), cfg, pruner=cheap)
+    assert cheap.calls == [TEXTS]
+
+
+def test_pick_first_stage_needs_no_cheap_model_and_auto_keeps_it_to_a_cpu_cross_encoder(tiny_model: str) -> None:
+    from rerank_plugins.pipeline import AUTO_CASCADE_KEEP
+    from rerank_plugins.scoring.factory import get_scorer, resolve_cascade
+
+    # no cascade_model, and no max_length to undercut: nothing is read at a shorter length
+    RerankConfig(scorer="remote", remote_url="http://127.0.0.1:1", cascade={"keep": 10, "pick": "first-stage"})
+    RerankConfig(max_length=128, cascade={"keep": 10, "max_length": 512, "pick": "first-stage"})
+    with pytest.raises(ConfigError, match=r"cascade\.pick"):
+        RerankConfig.from_mapping({"cascade": {"pick": "bm25"}})
+    cfg = RerankConfig(model=tiny_model, device="cpu", top_n=None, cascade={"pick": "first-stage"})
+    full = get_scorer(cfg)
+    resolved = resolve_cascade(cfg, full)
+    assert resolved is not None
+    assert (resolved.keep, resolved.scorer) == (AUTO_CASCADE_KEEP, None)
+    items = [Candidate(str(i), f"passage {i} about bread") for i in range(AUTO_CASCADE_KEEP + 5)]
+    result = rerank_candidates("bread", items, full, cfg)
+    assert result.scored == AUTO_CASCADE_KEEP
+    assert {r.candidate.id for r in result.items if r.note.how == "pruned"} == {str(i) for i in range(30, 35)}
+    assert resolve_cascade(cfg, OverlapScorer()) is None  # 'auto': only for a cross-encoder on a CPU
+    assert resolve_cascade(cfg.merged(cascade={"keep": 5}), OverlapScorer()) is not None  # a number: any scorer

@@ -202,10 +202,9 @@ def run_evaluation(
         # the cascade as the adapters would run it (cascade_keep='auto' by default), its cheap pass counted apart;
         # a variant's own first_stage_weight wins over the run-wide one
         variant = (cascades or {}).get(label)
-        keys = ("cascade_keep", "cascade_max_length", "cascade_model")
         run_cfg = cfg
         if variant is not None:
-            own = {k: getattr(variant, k) for k in keys}
+            own: dict[str, Any] = {"cascade": variant.cascade.model_dump()}
             if "first_stage_weight" in variant.model_fields_set:
                 own["first_stage_weight"] = variant.first_stage_weight
             run_cfg = cfg.merged(**own)
@@ -213,7 +212,8 @@ def run_evaluation(
         pruner = None
         cascade: Cascade | None = None
         if resolved is not None:
-            pruner = memos.setdefault(id(resolved.scorer), _memo(resolved.scorer))
+            if resolved.scorer is not None:
+                pruner = memos.setdefault(id(resolved.scorer), _memo(resolved.scorer))
             cascade = Cascade(resolved.keep, pruner, resolved.exact)
         for name in rerank_stages if rerank_stages is not None else list(runs):
             reranked: Run = {}

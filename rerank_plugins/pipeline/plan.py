@@ -4,7 +4,8 @@ Without a cascade or a time budget every candidate is scored in one call. A :cla
 (resolved once when the rerank step is set up, see
 :func:`rerank_plugins.scoring.factory.resolve_cascade`) first scores every candidate with a
 cheap pass and sends only the best ``keep`` to the full model (by the cheap scores blended with the
-first-stage rank when a guard is in force, :mod:`.guard`). ``time_budget_ms`` scores in
+first-stage rank when a guard is in force, :mod:`.guard`), or (``pick="first-stage"``) sends the first
+stage's top ``keep`` with no cheap pass. ``time_budget_ms`` scores in
 chunks while the next one is expected to end in time. The plan is a generator that asks its
 driver for scores, so the blocking and the async drivers share it. No scorer is built here.
 """
@@ -88,7 +89,10 @@ def _plan(
     todo = order
     cheap: ScoredPairs | None = None
     exact_prefix = False
-    if cascade_pass is not None and n > cascade_pass.keep:
+    if cascade_pass is not None and n > cascade_pass.keep and cascade_pass.scorer is None:
+        todo = order[: cascade_pass.keep]  # pick="first-stage": no cheap pass
+        logger.info("cascade: the first stage's top %d of %d candidates go on to the full model", len(todo), n)
+    elif cascade_pass is not None and n > cascade_pass.keep and cascade_pass.scorer is not None:
         keep, cheap_scorer, exact_prefix = cascade_pass.keep, cascade_pass.scorer, cascade_pass.exact
         try:
             cheap = yield (cheap_scorer, pairs)

@@ -1,4 +1,5 @@
-"""A cascade: a cheap pass scores every candidate, and only the best ``keep`` reach the full scorer.
+"""A cascade: a cheap pass scores every candidate, and only the best ``keep`` reach the full scorer
+(or, with ``pick="first-stage"``, the first stage's top ``keep``, with no cheap pass).
 
 A :class:`Cascade` is resolved once, when a rerank step is set up
 (:func:`rerank_plugins.scoring.factory.resolve_cascade`), and handed to the pipeline, which
@@ -30,19 +31,21 @@ class Cascade:
     Attributes:
         keep: Candidates the full model re-scores after the cheap pass (a pool of at most ``keep``
             candidates skips the cheap pass).
-        scorer: The cheap pass.
+        scorer: The cheap pass; None: the first stage's top ``keep`` are read, with no cheap pass.
         exact: True when the cheap pass is the full model's own cross-encoder at a shorter length, so
             a pair it read whole already has its full-model score.
     """
 
     keep: int
-    scorer: Scorer
+    scorer: Scorer | None
     exact: bool = False
 
 
-def cascade_with(config: RerankConfig, scorer: Scorer, pruner: Scorer) -> Cascade | None:
-    """The cascade of ``config`` with ``pruner`` as its cheap pass (None when ``cascade_keep`` is off)."""
+def cascade_with(config: RerankConfig, scorer: Scorer, pruner: Scorer | None) -> Cascade | None:
+    """The cascade of ``config`` with ``pruner`` as its cheap pass (None when ``cascade_keep`` is off;
+    a ``pruner`` of None picks the first stage's top ``keep``)."""
     keep = config.cascade_keep
     if keep is None:
         return None
-    return Cascade(AUTO_CASCADE_KEEP if keep == "auto" else keep, pruner, scorer.cheap_pass_is_exact(pruner))
+    exact = pruner is not None and scorer.cheap_pass_is_exact(pruner)
+    return Cascade(AUTO_CASCADE_KEEP if keep == "auto" else keep, pruner, exact)

@@ -161,7 +161,8 @@ def resolve_cascade(config: RerankConfig, scorer: Scorer, pruner: Scorer | None 
     its cheap pass is ``cascade_model`` when one is set, else (when its max_length exceeds
     ``cascade_max_length``) that very model reading the first ``cascade_max_length`` tokens of each
     pair (one copy of the weights). A number takes
-    ``cascade_model`` (or the model itself) as the cheap pass. ``pruner`` overrides the cheap pass.
+    ``cascade_model`` (or the model itself) as the cheap pass. With ``pick="first-stage"`` there is no
+    cheap pass: the first stage's top ``keep`` are read. ``pruner`` overrides the cheap pass.
     The adapters, the CLI and the server call this once, when they are set up.
     """
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
@@ -170,12 +171,15 @@ def resolve_cascade(config: RerankConfig, scorer: Scorer, pruner: Scorer | None 
     keep = config.cascade_keep
     if keep is None:
         return None
+    first_stage = pruner is None and config.cascade.pick == "first-stage"
     if pruner is None and keep == "auto":
         base = scorer.unwrapped
         if isinstance(base, WindowedScorer):
             base = base.inner.unwrapped
         if not (isinstance(base, CrossEncoderScorer) and base.device == "cpu"):
             return None
+        if first_stage:
+            return cascade_with(config, scorer, None)
         if config.cascade_model is not None:  # a cheap model of its own (e.g. a distilled student)
             own = base.config.merged(
                 cascade_model=config.cascade_model, cascade_max_length=config.cascade_max_length, cascade_keep=None
@@ -185,6 +189,8 @@ def resolve_cascade(config: RerankConfig, scorer: Scorer, pruner: Scorer | None 
         else:
             return None
         pruner = get_scorer(own.cascade_config())
+    elif first_stage:
+        return cascade_with(config, scorer, None)
     elif pruner is None:
         pruner = get_scorer(config.cascade_config())
     return cascade_with(config, scorer, pruner)
