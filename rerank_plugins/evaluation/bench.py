@@ -64,6 +64,10 @@ SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
     "ours onnx fp32 + cascade + windows, langchain": ("ours-langchain", {"backend": "onnx"}),
     "ours onnx-int8 + cascade + windows, langchain": ("ours-langchain", {"backend": "onnx-int8"}),
     "ours onnx-int8-ffn + cascade + windows, langchain": ("ours-langchain", {"backend": "onnx-int8-ffn"}),
+    # the default with one cascade knob turned: fewer full reads, a cheaper pass, or none (docs/benchmarks.md)
+    "ours default + cascade keep 20, langchain": ("ours-langchain", {"cascade": {"keep": 20}}),
+    "ours default + 64-token cheap pass, langchain": ("ours-langchain", {"cascade": {"max_length": 64}}),
+    "ours default + first-stage pick, langchain": ("ours-langchain", {"cascade": {"pick": "first-stage"}}),
     "ours onnx-int8 + time_budget_ms=1500, langchain": (
         "ours-langchain",
         {**FULL_READ, "backend": "onnx-int8", "time_budget_ms": 1500},
