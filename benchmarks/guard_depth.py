@@ -103,7 +103,7 @@ def read_pools(args: argparse.Namespace) -> tuple[Any, dict[str, list[str]], dic
         if not args.full:
             for keep in args.keep_list:
                 for w in args.weight_list:
-                    for horizon in (None, args.horizon):
+                    for _, horizon in args.prior_list:
                         need |= set(pick(pool, w, horizon, "guarded")[:keep])
                 need |= set(pick(pool, 0.0, None, "cheap")[:keep])
                 if args.first_stage:

@@ -89,32 +89,35 @@ def _plan(
     todo = order
     cheap: ScoredPairs | None = None
     exact_prefix = False
-    if cascade_pass is not None and n > cascade_pass.keep and cascade_pass.scorer is None:
-        todo = order[: cascade_pass.keep]  # pick="first-stage": no cheap pass
-        logger.info("cascade: the first stage's top %d of %d candidates go on to the full model", len(todo), n)
-    elif cascade_pass is not None and n > cascade_pass.keep and cascade_pass.scorer is not None:
+    if cascade_pass is not None and n > cascade_pass.keep:
         keep, cheap_scorer, exact_prefix = cascade_pass.keep, cascade_pass.scorer, cascade_pass.exact
-        try:
-            cheap = yield (cheap_scorer, pairs)
-        except RerankInputError as exc:  # e.g. a query too long for cascade_max_length: the full model copes
-            logger.warning("cascade skipped, the full model scores all %d candidates: %s", n, exc)
-            cheap = None
-        if cheap is not None and any(note.query_dropped_tokens for note in cheap.notes):
-            # the cheap pass had to cut the query: its order would rank on part of the question
-            logger.warning(
-                "cascade skipped, the full model scores all %d candidates: the query is too long for "
-                "cascade_max_length=%d",
-                n,
-                config.cascade_max_length,
-            )
-            cheap = None
-        if cheap is not None:
-            cascade = list(check_scores(cheap.scores, n, f"{scorer_name} (cascade pass)"))
-            # the guard in force blends the cheap scores with the first-stage rank as it will the full ones
-            keys = blend([c or 0.0 for c in cascade], guard_weight(config, scorer), None, n, config.first_stage_horizon)
-            order = sorted(order, key=lambda i: -keys[i])  # stable: ties keep first-stage order
+        if cheap_scorer is None:  # pick="first-stage": no cheap pass
             todo = order[:keep]
-            logger.info("cascade: %d of %d candidates go on to the full model (cascade_keep=%d)", keep, n, keep)
+            logger.info("cascade: the first stage's top %d of %d candidates go on to the full model", keep, n)
+        else:
+            try:
+                cheap = yield (cheap_scorer, pairs)
+            except RerankInputError as exc:  # e.g. a query too long for cascade_max_length: the full model copes
+                logger.warning("cascade skipped, the full model scores all %d candidates: %s", n, exc)
+                cheap = None
+            if cheap is not None and any(note.query_dropped_tokens for note in cheap.notes):
+                # the cheap pass had to cut the query: its order would rank on part of the question
+                logger.warning(
+                    "cascade skipped, the full model scores all %d candidates: the query is too long for "
+                    "cascade_max_length=%d",
+                    n,
+                    config.cascade_max_length,
+                )
+                cheap = None
+            if cheap is not None:
+                cascade = list(check_scores(cheap.scores, n, f"{scorer_name} (cascade pass)"))
+                # the guard in force blends the cheap scores with the first-stage rank as it will the full ones
+                keys = blend(
+                    [c or 0.0 for c in cascade], guard_weight(config, scorer), None, n, config.first_stage_horizon
+                )
+                order = sorted(order, key=lambda i: -keys[i])  # stable: ties keep first-stage order
+                todo = order[:keep]
+                logger.info("cascade: %d of %d candidates go on to the full model (cascade_keep=%d)", keep, n, keep)
     scores: list[float | None] = [None] * n
     survivors = set(todo)
     notes = [PairNote("unscored") if i in survivors else PairNote("pruned") for i in range(n)]

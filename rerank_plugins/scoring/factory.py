@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.scoring.base import Scorer
 from rerank_plugins.scoring.cascade import Cascade, cascade_with
 from rerank_plugins.scoring.identity import model_identity
 from rerank_plugins.scoring.loading import resolve_model
+
+if TYPE_CHECKING:
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
 __all__ = ["BUILDERS", "clear_model_cache", "get_scorer", "resolve_cascade", "scoring_settings"]
 
@@ -154,6 +157,17 @@ def get_scorer(config: RerankConfig | None = None, **overrides: Any) -> Scorer:
     return scorer
 
 
+def _cpu_cross_encoder(scorer: Scorer) -> CrossEncoderScorer | None:
+    """The local cross-encoder on a CPU behind ``scorer`` (plain or windowed, through any wrapper), or None."""
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+    from rerank_plugins.scoring.windowed import WindowedScorer
+
+    base = scorer.unwrapped
+    if isinstance(base, WindowedScorer):
+        base = base.inner.unwrapped
+    return base if isinstance(base, CrossEncoderScorer) and base.device == "cpu" else None
+
+
 def resolve_cascade(config: RerankConfig, scorer: Scorer, pruner: Scorer | None = None) -> Cascade | None:
     """The cascade of a rerank step with these settings and this full scorer, or None when it has none.
 
@@ -165,34 +179,26 @@ def resolve_cascade(config: RerankConfig, scorer: Scorer, pruner: Scorer | None 
     cheap pass: the first stage's top ``keep`` are read. ``pruner`` overrides the cheap pass.
     The adapters, the CLI and the server call this once, when they are set up.
     """
-    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
-    from rerank_plugins.scoring.windowed import WindowedScorer
-
     keep = config.cascade_keep
     if keep is None:
         return None
-    first_stage = pruner is None and config.cascade.pick == "first-stage"
-    if pruner is None and keep == "auto":
-        base = scorer.unwrapped
-        if isinstance(base, WindowedScorer):
-            base = base.inner.unwrapped
-        if not (isinstance(base, CrossEncoderScorer) and base.device == "cpu"):
+    if pruner is None:
+        base = _cpu_cross_encoder(scorer)
+        if keep == "auto" and base is None:
             return None
-        if first_stage:
+        if config.cascade.pick == "first-stage":
             return cascade_with(config, scorer, None)
-        if config.cascade_model is not None:  # a cheap model of its own (e.g. a distilled student)
-            own = base.config.merged(
+        if base is None or keep != "auto":
+            cheap = config
+        elif config.cascade_model is not None:  # a cheap model of its own (e.g. a distilled student)
+            cheap = base.config.merged(
                 cascade_model=config.cascade_model, cascade_max_length=config.cascade_max_length, cascade_keep=None
             )
         elif base.config.max_length > config.cascade_max_length:
-            own = base.config.merged(cascade_max_length=config.cascade_max_length, cascade_keep=None)
+            cheap = base.config.merged(cascade_max_length=config.cascade_max_length, cascade_keep=None)
         else:
             return None
-        pruner = get_scorer(own.cascade_config())
-    elif first_stage:
-        return cascade_with(config, scorer, None)
-    elif pruner is None:
-        pruner = get_scorer(config.cascade_config())
+        pruner = get_scorer(cheap.cascade_config())
     return cascade_with(config, scorer, pruner)
 
 
