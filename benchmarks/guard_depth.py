@@ -5,7 +5,10 @@ pass (the model itself at ``--cheap-tokens``, default 128 as the pipeline), and 
 keeps are read in full (windows of 256, as the default pipeline; every candidate with ``--full``). Both
 reads go through the library's own pipeline and are cached per pair in ``<out>.cache/``
 (``full.sqlite``, ``cheap.sqlite`` or ``cheap-<tokens>.sqlite``; a model_table.py cache of the same
-model, backend and model files can be copied in as ``full.sqlite``).
+model, backend and model files can be copied in as ``full.sqlite``). ``--cheap-model`` makes a
+sentence-transformers bi-encoder's cosine the cheap pass instead (e.g. a static embedding model from
+``benchmarks/distillation/static_pick.py``; cached in ``cheap-<folder name>.sqlite``); its reads are never
+taken as full scores. Rows: SciFact and Cranfield (nDCG@10), and the TrecQA / WikiQA dev lists (MAP).
 Each rule is then an ordering of those scores, so the rules differ only in how they order:
 
 * ``cascade K``: the best K by the cheap pass are read in full and ordered by the guard's blend, the
@@ -53,6 +56,8 @@ ROWS = {
     "scifact/train-holdout": ("scifact", "train-holdout", "hybrid", "ndcg@10"),
     "cranfield/dev": ("cranfield", "dev", "bm25", "ndcg@10"),
     "scifact/test": ("scifact", "test", "hybrid", "ndcg@10"),
+    "trecqa/dev": ("trecqa", "dev", "bm25", "map"),
+    "wikiqa/dev": ("wikiqa", "dev", "bm25", "map"),
 }
 
 
@@ -82,7 +87,14 @@ def read_pools(args: argparse.Namespace) -> tuple[Any, dict[str, list[str]], dic
             f"{args.model} on this machine has no cascade (a GPU, or a model of at most {args.cheap_tokens} tokens)"
         )
     name = "cheap.sqlite" if args.cheap_tokens == 128 else f"cheap-{args.cheap_tokens}.sqlite"
-    cheap = CachedScorer(resolved.scorer, path=cache / name, max_entries=None)
+    cheap_scorer = resolved.scorer
+    if args.cheap_model:  # a bi-encoder's cosine as the cheap pass (not the full model's score, even read whole)
+        from rerank_plugins.scoring.bi_encoder import BiEncoderScorer
+
+        cheap_scorer = BiEncoderScorer(args.cheap_model)
+        name = f"cheap-{Path(args.cheap_model).name}.sqlite"
+    cheap = CachedScorer(cheap_scorer, path=cache / name, max_entries=None)
+    exact = base.cheap_pass_is_exact(cheap_scorer)
     plain = RerankConfig(top_n=None, max_candidates=None, dedupe_by_content=False, first_stage_weight=0.0)
 
     def read(scorer: Any, query: str, cands: list[Any]) -> tuple[list[float], set[int]]:
@@ -97,6 +109,8 @@ def read_pools(args: argparse.Namespace) -> tuple[Any, dict[str, list[str]], dic
         pools[q] = ranked_ids(runs[stage][q])[: args.depth]
         cands = [Candidate(d, ds.doc_text(d)) for d in pools[q]]
         cheap_scores, whole = read(cheap, ds.queries[q], cands)
+        if not exact:  # as the pipeline: only the full model's own shorter read gives full scores
+            whole = set()
         pool = Pool(cheap_scores, whole)
         # a pair the cheap pass read whole has its full score without a second read (the pipeline keeps it)
         need = set(range(len(cands))) if args.full else set(whole)
@@ -174,6 +188,10 @@ def main() -> None:
         help="the cheap pass's token budget (the pipeline's cascade max_length)",
     )
     parser.add_argument(
+        "--cheap-model",
+        help="a sentence-transformers bi-encoder (e.g. a static embedding model) whose cosine is the cheap pass",
+    )
+    parser.add_argument(
         "--first-stage", action="store_true", help="also rows 'first stage K': no cheap pass, the top K read in full"
     )
     parser.add_argument(
@@ -240,6 +258,7 @@ def main() -> None:
         "depth": args.depth,
         "keep": args.keep_list,
         "cheap tokens": args.cheap_tokens,
+        "cheap model": args.cheap_model,
         "horizon": args.horizon,
         "queries": len(pools),
         "model": args.model,
