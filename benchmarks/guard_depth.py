@@ -5,10 +5,11 @@ pass (the model itself at ``--cheap-tokens``, default 128 as the pipeline), and 
 keeps are read in full (windows of 256, as the default pipeline; every candidate with ``--full``). Both
 reads go through the library's own pipeline and are cached per pair in ``<out>.cache/``
 (``full.sqlite``, ``cheap.sqlite`` or ``cheap-<tokens>.sqlite``; a model_table.py cache of the same
-model, backend and model files can be copied in as ``full.sqlite``). ``--cheap-model`` makes a
-sentence-transformers bi-encoder's cosine the cheap pass instead (e.g. a static embedding model from
-``benchmarks/distillation/static_pick.py``; cached in ``cheap-<folder name>.sqlite``); its reads are never
-taken as full scores. Rows: SciFact and Cranfield (nDCG@10), and the TrecQA / WikiQA dev lists (MAP).
+model, backend and model files can be copied in as ``full.sqlite``). ``--cheap-model`` makes another
+model the cheap pass instead: a sentence-transformers bi-encoder's cosine (e.g. a static embedding model from
+``benchmarks/distillation/static_pick.py``) or a cross-encoder read at ``--cheap-tokens`` (e.g. a distilled
+student, as ``cascade.model``); cached in ``cheap-<last two path parts>-<tokens>.sqlite``, and its reads are
+never taken as full scores. Rows: SciFact and Cranfield (nDCG@10), and the TrecQA / WikiQA dev lists (MAP).
 Each rule is then an ordering of those scores, so the rules differ only in how they order:
 
 * ``cascade K``: the best K by the cheap pass are read in full and ordered by the guard's blend, the
@@ -88,11 +89,22 @@ def read_pools(args: argparse.Namespace) -> tuple[Any, dict[str, list[str]], dic
         )
     name = "cheap.sqlite" if args.cheap_tokens == 128 else f"cheap-{args.cheap_tokens}.sqlite"
     cheap_scorer = resolved.scorer
-    if args.cheap_model:  # a bi-encoder's cosine as the cheap pass (not the full model's score, even read whole)
-        from rerank_plugins.scoring.bi_encoder import BiEncoderScorer
+    if args.cheap_model:  # another model's scores as the cheap pass (not the full model's, even read whole)
+        where = Path(args.cheap_model)
+        if (where / "modules.json").is_file():  # a sentence-transformers bi-encoder: its cosine
+            from rerank_plugins.scoring.bi_encoder import BiEncoderScorer
 
-        cheap_scorer = BiEncoderScorer(args.cheap_model)
-        name = f"cheap-{Path(args.cheap_model).name}.sqlite"
+            cheap_scorer = BiEncoderScorer(args.cheap_model)
+        else:  # a cross-encoder (e.g. a distilled student), as the pipeline builds a cascade_model
+            own = RerankConfig(
+                scorer={"model": args.model, "backend": args.backend},
+                cascade={"model": args.cheap_model, "keep": 30, "max_length": args.cheap_tokens},
+            )
+            student = resolve_cascade(own, base)
+            if student is None or student.scorer is None:
+                raise SystemExit(f"no cascade with {args.cheap_model} as its cheap pass")
+            cheap_scorer = student.scorer
+        name = f"cheap-{'-'.join(where.parts[-2:])}-{args.cheap_tokens}.sqlite"
     cheap = CachedScorer(cheap_scorer, path=cache / name, max_entries=None)
     exact = base.cheap_pass_is_exact(cheap_scorer)
     plain = RerankConfig(top_n=None, max_candidates=None, dedupe_by_content=False, first_stage_weight=0.0)
@@ -189,7 +201,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--cheap-model",
-        help="a sentence-transformers bi-encoder (e.g. a static embedding model) whose cosine is the cheap pass",
+        help="the cheap pass's model: a sentence-transformers bi-encoder (its cosine) or a cross-encoder",
     )
     parser.add_argument(
         "--first-stage", action="store_true", help="also rows 'first stage K': no cheap pass, the top K read in full"
