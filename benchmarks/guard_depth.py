@@ -59,6 +59,8 @@ ROWS = {
     "scifact/test": ("scifact", "test", "hybrid", "ndcg@10"),
     "trecqa/dev": ("trecqa", "dev", "bm25", "map"),
     "wikiqa/dev": ("wikiqa", "dev", "bm25", "map"),
+    "trecqa/dev-hybrid": ("trecqa", "dev", "hybrid", "map"),
+    "cranfield/dev-hybrid": ("cranfield", "dev", "hybrid", "ndcg@10"),
 }
 
 

@@ -97,9 +97,11 @@ _D = {
     "cascade_model": "Cross-encoder of the cascade's cheap pass. None: the reranking model itself (one copy of the "
     "weights), reading only the first `max_length` tokens of each pair.",
     "cascade_pick": "How the cascade picks the `keep` candidates the full model reads: 'cheap-pass' (by the cheap "
-    "pass's scores, blended with the first-stage rank when a guard is in force) or 'first-stage' (the first "
+    "pass's scores, blended with the first-stage rank when a guard is in force), 'first-stage' (the first "
     "stage's top `keep`, with no cheap pass: `model` and `max_length` are unused, and the others follow in "
-    "first-stage order, kept with rerank_scoring='pruned').",
+    "first-stage order, kept with rerank_scoring='pruned') or 'auto': 'first-stage' for a pool fused from two "
+    "or more retrievers (its candidates' sources, e.g. retrieval_sources ['bm25', 'dense'] as our hybrid "
+    "retrievers mark them), where a cheap pass found no better candidates on our dev sets, else 'cheap-pass'.",
     "dedupe_by_content": "Also treat candidates with different ids but identical text as duplicates (ids alone are "
     "compared when False; candidates without an id are always compared by text).",
     "device": "'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'.",
@@ -315,7 +317,7 @@ class CascadeSettings(_Section):
     keep: int | Literal["auto"] | None = Field(default="auto", description=_D["cascade_keep"])
     max_length: int = Field(default=128, ge=16, le=8192, description=_D["cascade_max_length"])
     model: str | None = Field(default=None, description=_D["cascade_model"])
-    pick: Literal["cheap-pass", "first-stage"] = Field(default="cheap-pass", description=_D["cascade_pick"])
+    pick: Literal["auto", "cheap-pass", "first-stage"] = Field(default="auto", description=_D["cascade_pick"])
 
     @field_validator("keep", mode="before")
     @classmethod
@@ -524,7 +526,7 @@ class RerankConfig(_Section):
                 "use a value in [0, 1] or set activation='raw' for a logit threshold"
             )
         keep = self.cascade.keep
-        if isinstance(keep, int) and self.cascade.model is None and self.cascade.pick == "cheap-pass":
+        if isinstance(keep, int) and self.cascade.model is None and self.cascade.pick != "first-stage":
             if not isinstance(self.scorer, CrossEncoderSettings):
                 raise ValueError(
                     f"cascade_keep with scorer={self.scorer_kind!r} needs cascade_model, a cross-encoder for the "

@@ -171,6 +171,13 @@ def test_workloads_of_one_collection_share_its_first_stage(tmp_path: Path, monke
     together = bench.build_workloads(tmp_path / "data", ["scifact@2", "scifact@3", "scifact@5"], 2, 100)
     assert len(built) == 1  # the corpus is encoded once for the three depths
     assert [w.to_json() for w in together] == [w.to_json() for w in alone]  # the same candidates as one by one
+    # each hybrid candidate names the retrievers that returned it, as HybridRetriever's retrieval_sources
+    for w in together:
+        assert set(w.sources) == set(w.candidates)
+        for q, cands in w.candidates.items():
+            assert [d for d, _ in cands] == list(w.sources[q])
+            assert all(names and set(names) <= {"bm25", "dense"} for names in w.sources[q].values())
+        assert bench.Workload.from_json(w.to_json()).sources == w.sources
 
 
 def test_several_depths_of_a_collection_get_a_latency_plot(tmp_path: Path) -> None:

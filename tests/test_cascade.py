@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -422,6 +423,45 @@ def test_pick_first_stage_reads_the_first_stages_top_keep_without_a_cheap_pass()
     cheap = ByText("cheap", CHEAP)
     rerank_candidates("q", candidates(), ByText("full", FULL), cfg, pruner=cheap)
     assert cheap.calls == [TEXTS]
+
+
+def test_pick_auto_reads_the_first_stage_of_a_fused_pool_and_runs_the_cheap_pass_otherwise() -> None:
+    """pick='auto' (the default): a pool whose candidates name two or more retrievers (a hybrid first
+    stage) skips the cheap pass; a pool from one retriever, or with no sources, is picked by it."""
+    from rerank_plugins.scoring.cascade import fused
+
+    assert RerankConfig().cascade.pick == "auto"
+    cfg = RerankConfig(cascade={"keep": 4}, top_n=None, first_stage_weight=0.0)
+    names = [("bm25",), ("dense",), ("bm25", "dense"), ("dense",), ("bm25",), ("bm25",), ("dense",), ("bm25",)]
+
+    def pool(sources: list[tuple[str, ...]]) -> list[Candidate]:
+        return [replace(c, sources=s) for c, s in zip(candidates(), sources, strict=True)]
+
+    given = pool(names)
+    before = copy.deepcopy(given)
+    cheap, full = ByText("cheap", CHEAP), ByText("full", FULL)
+    result = rerank_candidates("q", given, full, cfg, pruner=cheap)
+    assert cheap.calls == []
+    assert full.calls == [TEXTS[:4]]  # the first stage's top 4, as pick='first-stage'
+    assert [r.candidate.id for r in result.items] == ["3", "0", "1", "2", "4", "5", "6", "7"]
+    assert all(r.note.how == "pruned" and r.cascade_score is None for r in result.items[4:])
+    assert given == before
+    # the async driver agrees
+    again = asyncio.run(arerank_candidates("q", pool(names), ByText("full", FULL), cfg, pruner=ByText("c", CHEAP)))
+    assert [r.candidate.id for r in again.items] == [r.candidate.id for r in result.items]
+    # one retriever, or none named: the cheap pass picks (5, 2, 7, 0 are its best four)
+    for single in ([("bm25",)] * 8, [()] * 8):
+        cheap, full = ByText("cheap", CHEAP), ByText("full", FULL)
+        rerank_candidates("q", pool(single), full, cfg, pruner=cheap)
+        assert cheap.calls == [TEXTS]
+        assert sorted(full.calls[0]) == sorted(TEXTS[i] for i in (5, 2, 7, 0))
+    # pick='cheap-pass' runs it whatever the sources
+    cheap = ByText("cheap", CHEAP)
+    rerank_candidates("q", pool(names), ByText("full", FULL), cfg.merged(cascade={"pick": "cheap-pass"}), pruner=cheap)
+    assert cheap.calls == [TEXTS]
+    assert fused([("a",), ("b",)])
+    assert not fused([("a",), ("a",)])
+    assert not fused([])
 
 
 def test_pick_first_stage_needs_no_cheap_model_and_auto_keeps_it_to_a_cpu_cross_encoder(tiny_model: str) -> None:

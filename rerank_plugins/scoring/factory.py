@@ -176,7 +176,9 @@ def resolve_cascade(config: RerankConfig, scorer: Scorer, pruner: Scorer | None 
     ``cascade_max_length``) that very model reading the first ``cascade_max_length`` tokens of each
     pair (one copy of the weights). A number takes
     ``cascade_model`` (or the model itself) as the cheap pass. With ``pick="first-stage"`` there is no
-    cheap pass: the first stage's top ``keep`` are read. ``pruner`` overrides the cheap pass.
+    cheap pass: the first stage's top ``keep`` are read; with ``pick="auto"`` (the default) that holds
+    for a pool fused from two or more retrievers, and the cheap pass picks for any other pool.
+    ``pruner`` overrides the cheap pass.
     The adapters, the CLI and the server call this once, when they are set up.
     """
     keep = config.cascade_keep
