@@ -79,7 +79,9 @@ _D = {
     "slightly from fp32 and by ~1e-4 with the batch a pair is in); 'onnx-int8-ffn' (int8 for the feed-forward "
     "layers only, attention in fp32: between the two in speed and in how far scores move). 'auto': on a CPU with "
     "onnxruntime installed, the backend the model's folder names in rerank_backend.json (the shipped model: "
-    "'onnx-int8', checked against fp32 on dev data), else 'onnx'; 'torch' on a GPU or without onnxruntime.",
+    "'onnx-int8', checked against fp32 on dev data; taken only where the CPU has int8 dot-product instructions "
+    "such as VNNI, without which int8 is barely faster and less exact), else 'onnx'; 'torch' on a GPU or "
+    "without onnxruntime.",
     "batch_size": "At most this many pairs per forward pass.",
     "cache_entries": "Keep the scores of this many recent (query, passage) pairs in memory, so repeated queries and "
     "overlapping candidate sets are not scored again (0: no cache).",

@@ -211,7 +211,10 @@ def test_int8_ffn_on_a_graph_without_feed_forward_names_says_what_to_use(
 
 
 @pytest.mark.auto_backend
-def test_auto_runs_the_backend_the_model_folder_names(tiny_model: str, tmp_path: Path) -> None:
+def test_auto_runs_the_backend_the_model_folder_names(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("rerank_plugins.scoring.loading.has_int8_dot_product", lambda: True)  # a VNNI CPU
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
     assert resolve_backend("auto", "cpu", model) == "onnx"  # no file: fp32 ONNX
@@ -240,3 +243,32 @@ def test_int8_scores_have_their_own_cache_key(tiny_model: str, tmp_path: Path) -
     int8 = _scorer(tiny_model, tmp_path, backend="onnx-int8").fingerprint
     ffn = _scorer(tiny_model, tmp_path, backend="onnx-int8-ffn").fingerprint
     assert len({fp32, int8, ffn}) == 3
+
+
+@pytest.mark.auto_backend
+def test_auto_keeps_fp32_where_the_cpu_has_no_int8_dot_product(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("rerank_plugins.scoring.loading.has_int8_dot_product", lambda: False)  # AVX2 only
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    (model / BACKEND_FILE).write_text(json.dumps({"cpu_backend": "onnx-int8", "chosen_on": "a test"}))
+    with caplog.at_level(logging.INFO, logger="rerank_plugins.scoring.loading"):
+        assert resolve_backend("auto", "cpu", model) == "onnx"
+    assert "no int8 dot-product instructions" in caplog.text
+    assert "forces int8" in caplog.text
+    assert resolve_backend("onnx-int8", "cpu", model) == "onnx-int8"  # asked for by name: int8 on any CPU
+    (model / BACKEND_FILE).write_text(json.dumps({"cpu_backend": "torch", "chosen_on": "a test"}))
+    assert resolve_backend("auto", "cpu", model) == "torch"  # only an int8 choice depends on the CPU
+
+
+def test_int8_dot_product_is_read_from_the_cpu_flags() -> None:
+    from rerank_plugins.scoring.loading import cpu_flags, has_int8_dot_product
+
+    avx2 = cpu_flags("processor : 0\nflags : fpu sse4_2 avx2 fma\nprocessor : 1\nflags : fpu sse4_2 avx2 fma\n")
+    assert avx2 == {"fpu", "sse4_2", "avx2", "fma"}
+    assert not has_int8_dot_product(avx2)
+    assert has_int8_dot_product(cpu_flags("flags : avx2 avx512f avx512_vnni\n"))  # Cascade Lake, Zen 4
+    assert has_int8_dot_product(cpu_flags("flags : avx2 avx_vnni\n"))  # Alder Lake
+    assert has_int8_dot_product(cpu_flags("Features : fp asimd asimddp\n"))  # Arm with dot product
+    assert not has_int8_dot_product(cpu_flags("Features : fp asimd\n"))

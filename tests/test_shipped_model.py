@@ -126,16 +126,19 @@ def test_shipped_model_names_int8_as_its_cpu_backend() -> None:
 
 @pytest.mark.slow
 @pytest.mark.auto_backend
-def test_the_default_on_a_cpu_runs_the_shipped_model_in_int8_and_still_separates_the_clear_cases(
+def test_the_default_on_a_cpu_runs_the_shipped_model_in_int8_where_it_pays_and_int8_separates_the_clear_cases(
     tmp_path: Path,
 ) -> None:
     pytest.importorskip("onnxruntime")
     from rerank_plugins.scoring.factory import get_scorer
+    from rerank_plugins.scoring.loading import has_int8_dot_product
     from rerank_plugins.scoring.windowed import WindowedScorer
 
-    int8 = get_scorer(RerankConfig(device="cpu", onnx_cache_dir=str(tmp_path)))
-    assert isinstance(int8, WindowedScorer)
-    assert int8.backend == "onnx-int8"
+    default = get_scorer(RerankConfig(device="cpu", onnx_cache_dir=str(tmp_path)))
+    assert isinstance(default, WindowedScorer)
+    vnni = has_int8_dot_product()
+    assert default.backend == ("onnx-int8" if vnni else "onnx")  # fp32 where int8 saturates and barely pays
+    int8 = get_scorer(RerankConfig(device="cpu", backend="onnx-int8", onnx_cache_dir=str(tmp_path)))
     fp32 = get_scorer(RerankConfig(device="cpu", backend="torch"))
     query = "What disease is caused by a lack of vitamin C?"
     pairs = [
@@ -146,4 +149,5 @@ def test_the_default_on_a_cpu_runs_the_shipped_model_in_int8_and_still_separates
     relevant, near, unrelated = int8.score(pairs)
     assert relevant > near > unrelated
     assert relevant > 0.5 > unrelated  # the calibration fitted on fp32 logits still holds
-    assert int8.score(pairs) == pytest.approx(fp32.score(pairs), abs=0.05)
+    # without VNNI, ONNX Runtime's u8 x s8 products saturate: up to 0.06 off on an AVX2-only EPYC
+    assert int8.score(pairs) == pytest.approx(fp32.score(pairs), abs=0.05 if vnni else 0.1)

@@ -623,14 +623,27 @@ def run_benchmark(
     return report
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def _cpu_name(cpuinfo: str | None = None) -> str:
+    r"""The CPU's model name and the flags that decide what int8 gains (from ``/proc/cpuinfo`` unless given).
+
+    Example:
+        >>> _cpu_name("model name : AMD EPYC\nflags : fpu avx2 avx512f avx512_vnni sse4_2\n")
+        'AMD EPYC (avx2, avx512f, avx512_vnni)'
+    """
+    from rerank_plugins.scoring.loading import INT8_DOT_FLAGS, cpu_flags
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    names = [
+        v.strip() for k, _, v in (line.partition(":") for line in cpuinfo.splitlines()) if k.strip() == "model name"
+    ]
+    flags = cpu_flags(cpuinfo)
+    present = [f for f in ("avx2", "avx512f", *INT8_DOT_FLAGS) if f in flags]
+    name = names[0] if names else platform.processor() or "unknown"
+    return f"{name} ({', '.join(present)})" if present else name
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:

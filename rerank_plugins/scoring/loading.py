@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +23,12 @@ from rerank_plugins.scoring.onnx_backend import BACKEND_QUANTIZE
 __all__ = [
     "BACKEND_FILE",
     "GUARD_FILE",
+    "INT8_DOT_FLAGS",
     "FittedQuery",
+    "cpu_flags",
     "PassageLayout",
     "fit_query",
+    "has_int8_dot_product",
     "load_backend_choice",
     "load_guard",
     "local_files",
@@ -103,11 +108,51 @@ def load_backend_choice(directory: Path) -> str | None:
     return str(value)
 
 
+#: CPU flags (``/proc/cpuinfo``) of int8 dot-product instructions: x86 VNNI / AMX, Arm dot product / i8mm.
+#: Without them ONNX Runtime multiplies u8 x s8 with instructions that saturate (VPMADDUBSW): on an
+#: AVX2-only EPYC the shipped model's int8 export ran only 1.02-1.13x its fp32 one and its scores moved
+#: up to 0.06 (docs/benchmarks.md, "int8 on a CPU without VNNI"), so ``backend="auto"`` keeps fp32 there.
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    r"""The CPU's feature flags, from ``/proc/cpuinfo`` (or the text given); empty where it is not readable.
+
+    Example:
+        >>> sorted(cpu_flags("processor : 0\nflags : fpu avx2 avx512_vnni\n"))
+        ['avx2', 'avx512_vnni', 'fpu']
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return set()
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86 / Arm
+            flags.update(value.split())
+    return flags
+
+
+def has_int8_dot_product(flags: set[str] | None = None) -> bool:
+    """Whether the CPU runs int8 matrix products with dot-product instructions (see :data:`INT8_DOT_FLAGS`).
+
+    Apple silicon (no ``/proc/cpuinfo``) has them; any other CPU whose flags cannot be read counts as without.
+    """
+    flags = cpu_flags() if flags is None else flags
+    if not flags and sys.platform == "darwin" and platform.machine() == "arm64":
+        return True
+    return any(f in flags for f in INT8_DOT_FLAGS)
+
+
 def resolve_backend(backend: str, device: str, model_dir: Path | None = None) -> str:
     """Map ``"auto"`` to the CPU backend of the model's folder or ``"onnx"``, on a CPU with ONNX Runtime; else torch.
 
     ``model_dir``: the model's local folder; its ``rerank_backend.json`` (:func:`load_backend_choice`) names
-    the backend checked for that model (the shipped model's: int8). Other models run fp32 ONNX.
+    the backend checked for that model (the shipped model's: int8), taken where the CPU has int8 dot-product
+    instructions (:func:`has_int8_dot_product`); elsewhere, and for other models, fp32 ONNX. An explicit
+    ``backend="onnx-int8"`` runs int8 on any CPU.
     """
     from rerank_plugins.scoring.onnx_backend import onnxruntime_available
 
@@ -115,6 +160,15 @@ def resolve_backend(backend: str, device: str, model_dir: Path | None = None) ->
         if device != "cpu" or not onnxruntime_available():
             return "torch"
         chosen = load_backend_choice(model_dir) if model_dir is not None and model_dir.is_dir() else None
+        if chosen is not None and chosen.startswith("onnx-int8") and not has_int8_dot_product():
+            logger.info(
+                "backend='auto': %s names %s, but this CPU has no int8 dot-product instructions (VNNI), where "
+                "int8 is barely faster and less exact; running fp32 ONNX (backend=%r forces int8)",
+                BACKEND_FILE,
+                chosen,
+                chosen,
+            )
+            return "onnx"
         return chosen or "onnx"
     if backend.startswith("onnx") and device != "cpu":
         raise ModelLoadError(f"backend={backend!r} runs on the CPU only; use device='cpu' or backend='torch'")
