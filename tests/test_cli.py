@@ -274,8 +274,8 @@ def test_export_command(tiny_model: str, tmp_path: Path, monkeypatch: pytest.Mon
 @pytest.mark.auto_backend
 def test_demo_runs_with_no_arguments_on_the_shipped_model(monkeypatch: pytest.MonkeyPatch) -> None:
     from rerank_plugins import default_model_path
-    from rerank_plugins.scoring.loading import has_int8_dot_product
     from rerank_plugins.scoring.factory import clear_model_cache
+    from rerank_plugins.scoring.loading import has_int8_dot_product
     from rerank_plugins.scoring.onnx_backend import onnxruntime_available
 
     clear_model_cache()  # not a scorer an earlier test resolved with backend='auto' forced to torch
