@@ -194,26 +194,25 @@ class RankFn(Protocol):
     ) -> list[str]: ...
 
 
+def _metadata(doc_id: str, sources: Mapping[str, list[str]] | None) -> dict[str, Any]:
+    """A candidate's metadata: its retrievers under ``retrieval_sources``, as a hybrid retriever sets it."""
+    from rerank_plugins.adapters._common import RETRIEVAL_SOURCES
+
+    return {RETRIEVAL_SOURCES: sources[doc_id]} if sources and doc_id in sources else {}
+
+
 def _documents(cands: Sequence[tuple[str, str]], sources: Mapping[str, list[str]] | None) -> list[Any]:
-    """LangChain documents of the candidates, with ``retrieval_sources`` as a hybrid retriever sets it."""
+    """LangChain documents of the candidates."""
     from langchain_core.documents import Document
 
-    return [
-        Document(page_content=t, id=d, metadata={"retrieval_sources": sources[d]} if sources and d in sources else {})
-        for d, t in cands
-    ]
+    return [Document(page_content=t, id=d, metadata=_metadata(d, sources)) for d, t in cands]
 
 
 def _nodes(cands: Sequence[tuple[str, str]], sources: Mapping[str, list[str]] | None) -> list[Any]:
-    """LlamaIndex nodes of the candidates, with ``retrieval_sources`` as a hybrid retriever sets it."""
+    """LlamaIndex nodes of the candidates."""
     from llama_index.core.schema import NodeWithScore, TextNode
 
-    return [
-        NodeWithScore(
-            node=TextNode(text=t, id_=d, metadata={"retrieval_sources": sources[d]} if sources and d in sources else {})
-        )
-        for d, t in cands
-    ]
+    return [NodeWithScore(node=TextNode(text=t, id_=d, metadata=_metadata(d, sources))) for d, t in cands]
 
 
 def _make_system(kind: str, settings: dict[str, Any], model: str, onnx_dir: str) -> RankFn:
@@ -630,13 +629,9 @@ def _cpu_name(cpuinfo: str | None = None) -> str:
         >>> _cpu_name("model name : AMD EPYC\nflags : fpu avx2 avx512f avx512_vnni sse4_2\n")
         'AMD EPYC (avx2, avx512f, avx512_vnni)'
     """
-    from rerank_plugins.scoring.loading import INT8_DOT_FLAGS, cpu_flags
+    from rerank_plugins.scoring.loading import INT8_DOT_FLAGS, cpu_flags, read_cpuinfo
 
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            cpuinfo = ""
+    cpuinfo = read_cpuinfo() if cpuinfo is None else cpuinfo
     names = [
         v.strip() for k, _, v in (line.partition(":") for line in cpuinfo.splitlines()) if k.strip() == "model name"
     ]

@@ -7,6 +7,7 @@ is fitted into a token budget. No scorer backend lives here, so every backend ca
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import platform
@@ -25,13 +26,14 @@ __all__ = [
     "GUARD_FILE",
     "INT8_DOT_FLAGS",
     "FittedQuery",
-    "cpu_flags",
     "PassageLayout",
+    "cpu_flags",
     "fit_query",
     "has_int8_dot_product",
     "load_backend_choice",
     "load_guard",
     "local_files",
+    "read_cpuinfo",
     "refused_pickle_hint",
     "resolve_backend",
     "resolve_device",
@@ -115,6 +117,15 @@ def load_backend_choice(directory: Path) -> str | None:
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
+@functools.cache
+def read_cpuinfo() -> str:
+    """``/proc/cpuinfo`` (read once per process); empty where there is none (macOS, Windows)."""
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     r"""The CPU's feature flags, from ``/proc/cpuinfo`` (or the text given); empty where it is not readable.
 
@@ -122,13 +133,8 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
         >>> sorted(cpu_flags("processor : 0\nflags : fpu avx2 avx512_vnni\n"))
         ['avx2', 'avx512_vnni', 'fpu']
     """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return set()
     flags: set[str] = set()
-    for line in cpuinfo.splitlines():
+    for line in (read_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):  # x86 / Arm
             flags.update(value.split())
